@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the fusou-proxy built once for the tests that run it as a user would.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fusou-proxy-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "fusou-proxy")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build fusou-proxy: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// userEnv is a clean environment for a new user whose home is home: no FUSOU_* variables,
+// and the OS config dir inside home.
+func userEnv(home string, extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "FUSOU_") && !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"))
+	return append(env, extra...)
+}
+
+// command runs the binary in an empty working directory (so no ./configs.toml is found).
+func command(t *testing.T, home string, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = t.TempDir()
+	cmd.Env = userEnv(home, env...)
+	return cmd
+}
+
+// startRun starts `fusou-proxy run` and waits for its start-up log line.
+func startRun(t *testing.T, cmd *exec.Cmd) (lines *bytes.Buffer, wait func() error) {
+	t.Helper()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lines = &bytes.Buffer{}
+	started := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		once := false
+		for sc.Scan() {
+			lines.WriteString(sc.Text() + "\n")
+			if !once && strings.Contains(sc.Text(), "fusou-proxy started") {
+				once = true
+				close(started)
+			}
+		}
+		if !once {
+			close(started)
+		}
+	}()
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("fusou-proxy run did not log its start within 30 s")
+	}
+	return lines, func() error { <-done; return cmd.Wait() }
+}
+
+func TestRunWithNoConfigStartsAndStopsOnSIGTERM(t *testing.T) {
+	home := t.TempDir()
+	cmd := command(t, home, []string{"FUSOU_PROXY_LISTEN=127.0.0.1:0", "FUSOU_CONTROL_LISTEN=127.0.0.1:0"}, "run", "--log-format", "json")
+	out, wait := startRun(t, cmd)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, out)
+	}
+	dataDir := filepath.Join(home, ".config", "fusou-app")
+	for _, want := range []string{`"data_dir":"` + dataDir + `"`, `"proxy_listen":"127.0.0.1:`, `"control_listen":"127.0.0.1:`, "fusou-proxy stopped"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
+		}
+	}
+	fi, err := os.Stat(dataDir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("data dir %s: %v, mode %v; want 0700", dataDir, err, fi.Mode())
+	}
+	tok, err := os.Stat(filepath.Join(dataDir, "control.token"))
+	if err != nil || tok.Mode().Perm() != 0o600 {
+		t.Errorf("control.token: %v; want a 0600 file", err)
+	}
+}
+
+func TestBadConfigExitsTwoWithOneLine(t *testing.T) {
+	cases := []struct {
+		name string
+		env  []string
+		file string
+		key  string
+	}{
+		{"env", []string{"FUSOU_APP_ASSET_SYNC_RETRY_MAX_ATTEMPTS=0"}, "", "app.asset_sync.retry.max_attempts"},
+		{"file", nil, "[proxy]\nlisten = \"nope\"\n", "proxy.listen"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := []string{"run", "--data-dir", t.TempDir()}
+			if c.file != "" {
+				p := filepath.Join(t.TempDir(), "configs.toml")
+				if err := os.WriteFile(p, []byte(c.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--config", p)
+			}
+			cmd := command(t, t.TempDir(), c.env, args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Fatalf("exit code %d (%v), want 2; stderr:\n%s", code, err, stderr.String())
+			}
+			msg := strings.TrimSpace(stderr.String())
+			if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, c.key) {
+				t.Errorf("stderr must be one line naming %s, got:\n%s", c.key, msg)
+			}
+		})
+	}
+}
+
+func TestUsageErrorsExitTwo(t *testing.T) {
+	for _, args := range [][]string{{"bogus"}, {"run", "--no-such-flag"}, {"version", "extra"}, {"run", "--log-level", "loud"}} {
+		cmd := command(t, t.TempDir(), nil, append(args, "--data-dir", t.TempDir())...)
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		_ = cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); code != 2 {
+			t.Errorf("%q: exit code %d, want 2", args, code)
+		}
+	}
+}
+
+// Secrets never reach the logs or `config show`: a configured control token, and the
+// generated one in control.token.
+func TestSecretsAreNotLogged(t *testing.T) {
+	const secret = "s3cr3t-control-token-abcdef"
+	home := t.TempDir()
+	data := t.TempDir()
+	env := []string{"FUSOU_CONTROL_TOKEN=" + secret, "FUSOU_PROXY_LISTEN=127.0.0.1:0", "FUSOU_CONTROL_LISTEN=127.0.0.1:0"}
+
+	show := command(t, home, env, "config", "show", "--data-dir", data)
+	out, err := show.CombinedOutput()
+	if err != nil {
+		t.Fatalf("config show: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), secret) || !strings.Contains(string(out), "<redacted>") {
+		t.Errorf("config show must redact control.token:\n%s", out)
+	}
+
+	for _, e := range [][]string{env, env[1:]} { // configured token, then a generated one
+		cmd := command(t, home, e, "run", "--data-dir", data, "--log-level", "debug", "--log-format", "json")
+		logs, wait := startRun(t, cmd)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if err := wait(); err != nil {
+			t.Fatalf("run: %v\n%s", err, logs)
+		}
+		secrets := []string{secret}
+		if b, err := os.ReadFile(filepath.Join(data, "control.token")); err == nil {
+			secrets = append(secrets, strings.TrimSpace(string(b)))
+		}
+		for _, s := range secrets {
+			if strings.Contains(logs.String(), s) {
+				t.Errorf("a secret reached the log:\n%s", logs)
+			}
+		}
+	}
+}
+
+func TestVersionAndConfigShow(t *testing.T) {
+	out, err := command(t, t.TempDir(), nil, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "fusou-proxy ") {
+		t.Errorf("version = %q, %v", out, err)
+	}
+	out, err = command(t, t.TempDir(), nil, "config", "show", "--data-dir", t.TempDir()).Output()
+	if err != nil || !strings.Contains(string(out), "[app.asset_sync.retry]\nmax_attempts = 5") {
+		t.Errorf("config show = %q, %v", out, err)
+	}
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/config"
+)
+
+// globals are the flags every command accepts.
+type globals struct {
+	configFile string
+	dataDir    string
+	logLevel   string
+	logFormat  string
+
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "fusou-proxy",
+		Short:         "Local HTTPS proxy that syncs KanColle's game assets to FUSOU",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobraArgs(cobra.NoArgs), // an unknown command is a usage error
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = cmd.Help()
+			return usageError{fmt.Errorf("a command is required")}
+		},
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.configFile, "config", "", "configuration file (default: ./configs.toml, then <data-dir>/configs.toml)")
+	pf.StringVar(&g.dataDir, "data-dir", "", "data directory (default: $"+config.DataDirEnv+", app.data_dir, or the OS config dir + /fusou-app)")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	pf.StringVar(&g.logFormat, "log-format", "", "log format: console or json (default: console on a terminal, else json)")
+
+	root.AddCommand(
+		newRunCommand(g),
+		newConfigCommand(g),
+		newVersionCommand(g),
+	)
+	return root
+}
+
+// load reads the configuration as the global flags say.
+func (g *globals) load() (*config.Loaded, error) {
+	return config.Load(config.Sources{File: g.configFile, DataDir: g.dataDir})
+}
+
+// logger builds the process's logger from --log-level and --log-format.
+func (g *globals) logger() (*zap.Logger, error) {
+	l, err := newLogger(g.stderr, g.logLevel, g.logFormat)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("logging: %w", err)}
+	}
+	return l, nil
+}
+
+// cobraArgs wraps a cobra.PositionalArgs so that its errors are usage errors (exit 2).
+func cobraArgs(f cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := f(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}

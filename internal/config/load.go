@@ -1,0 +1,304 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/viper"
+)
+
+// FileName is the configuration file's name in the working and data directories.
+const FileName = "configs.toml"
+
+// EnvPrefix starts every environment override: FUSOU_ + the key path, upper-cased, dots as _.
+const EnvPrefix = "FUSOU"
+
+// DataDirEnv overrides the data directory (SPEC §2); it wins over app.data_dir.
+const DataDirEnv = "FUSOU_DATA_DIR"
+
+// Error is a configuration value that cannot be used. Key is the dotted key path.
+type Error struct {
+	Key string
+	Msg string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("config: %s: %s", e.Key, e.Msg) }
+
+// Sources says where Load looks. The zero value searches ./configs.toml, then the default
+// data directory, with the process's environment.
+type Sources struct {
+	// File is --config: read this file and no other; it must exist.
+	File string
+	// DataDir is --data-dir; empty means FUSOU_DATA_DIR, app.data_dir, then DefaultDataDir.
+	DataDir string
+	// WorkDir is where ./configs.toml is looked for; empty means the current directory.
+	WorkDir string
+	// LookupEnv reads the environment; nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+}
+
+// Loaded is the outcome of Load.
+type Loaded struct {
+	Config
+	// File is the configuration file that was read, or "" when only defaults and the
+	// environment apply.
+	File string
+	// DataDir is the resolved, absolute data directory.
+	DataDir string
+	// Warnings lists keys that were set but mean nothing to fusou-proxy.
+	Warnings []string
+}
+
+// Load reads the configuration from its sources and validates it. The error is an *Error
+// naming the key for a bad value, or a plain error for a file that cannot be read or parsed.
+func Load(src Sources) (*Loaded, error) {
+	lookup := src.LookupEnv
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	envDataDir, _ := lookup(DataDirEnv)
+
+	file, err := findFile(src, envDataDir)
+	if err != nil {
+		return nil, err
+	}
+	v := viper.New()
+	v.SetConfigType("toml")
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("config: open %s: %w", file, err)
+		}
+		err = v.ReadConfig(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("config: parse %s: %w", file, err)
+		}
+	}
+
+	out := &Loaded{Config: Default(), File: file}
+	known := map[string]bool{}
+	for _, leaf := range leaves(&out.Config) {
+		known[leaf.key] = true
+		raw, ok := lookupKey(v, lookup, leaf.key)
+		if !ok {
+			continue
+		}
+		if err := decode(leaf, raw); err != nil {
+			return nil, err
+		}
+	}
+	for _, k := range v.AllKeys() {
+		if !known[k] {
+			out.Warnings = append(out.Warnings, fmt.Sprintf("unknown config key %q in %s (ignored)", k, file))
+		}
+	}
+	sort.Strings(out.Warnings)
+
+	out.DataDir, err = resolveDataDir(src.DataDir, envDataDir, out.App.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := out.Validate(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DefaultDataDir is os.UserConfigDir()/fusou-app (SPEC §2).
+func DefaultDataDir() (string, error) {
+	base, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("find user config dir (set --data-dir or %s): %w", DataDirEnv, err)
+	}
+	return filepath.Join(base, "fusou-app"), nil
+}
+
+// findFile applies the search order: --config, ./configs.toml, <data_dir>/configs.toml.
+func findFile(src Sources, envDataDir string) (string, error) {
+	if src.File != "" {
+		if _, err := os.Stat(src.File); err != nil {
+			return "", fmt.Errorf("config: --config %s: %w", src.File, err)
+		}
+		return src.File, nil
+	}
+	local := filepath.Join(src.WorkDir, FileName)
+	if exists(local) {
+		return local, nil
+	}
+	// Only the flag, the environment or the default can point at the data directory here:
+	// app.data_dir lives in a file we have not found yet.
+	dir, err := resolveDataDir(src.DataDir, envDataDir, "")
+	if err != nil {
+		return "", err
+	}
+	if p := filepath.Join(dir, FileName); exists(p) {
+		return p, nil
+	}
+	return "", nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil || !errors.Is(err, fs.ErrNotExist)
+}
+
+func resolveDataDir(flag, env, fromFile string) (string, error) {
+	dir := flag
+	if dir == "" {
+		dir = env
+	}
+	if dir == "" {
+		dir = fromFile
+	}
+	if dir == "" {
+		return DefaultDataDir()
+	}
+	if rest, ok := strings.CutPrefix(dir, "~/"); ok {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", &Error{Key: "app.data_dir", Msg: fmt.Sprintf("cannot expand ~: %v", err)}
+		}
+		dir = filepath.Join(home, rest)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", &Error{Key: "app.data_dir", Msg: err.Error()}
+	}
+	return abs, nil
+}
+
+// lookupKey returns the environment override for key, else the file's value.
+func lookupKey(v *viper.Viper, lookup func(string) (string, bool), key string) (any, bool) {
+	if s, ok := lookup(EnvName(key)); ok && s != "" {
+		return s, true
+	}
+	if v.IsSet(key) {
+		return v.Get(key), true
+	}
+	return nil, false
+}
+
+// EnvName is the environment variable that overrides key.
+func EnvName(key string) string {
+	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// leaf is one configuration key and the struct field that holds it.
+type leaf struct {
+	key   string
+	field reflect.Value
+}
+
+// leaves walks c's `key` tags depth first, in declaration order.
+func leaves(c *Config) []leaf {
+	var out []leaf
+	var walk func(prefix string, v reflect.Value)
+	walk = func(prefix string, v reflect.Value) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			key := prefix + t.Field(i).Tag.Get("key")
+			if f := v.Field(i); f.Kind() == reflect.Struct {
+				walk(key+".", f)
+			} else {
+				out = append(out, leaf{key: key, field: f})
+			}
+		}
+	}
+	walk("", reflect.ValueOf(c).Elem())
+	return out
+}
+
+// Keys lists every configuration key, in the order of the Config struct.
+func Keys() []string {
+	var c Config
+	var keys []string
+	for _, l := range leaves(&c) {
+		keys = append(keys, l.key)
+	}
+	return keys
+}
+
+// decode stores raw (a TOML value, or a string from the environment) into the leaf's field.
+func decode(l leaf, raw any) error {
+	bad := func(want string) error {
+		return &Error{Key: l.key, Msg: fmt.Sprintf("want %s, got %v (%T)", want, raw, raw)}
+	}
+	switch l.field.Kind() {
+	case reflect.String:
+		s, ok := raw.(string)
+		if !ok {
+			return bad("a string")
+		}
+		l.field.SetString(s)
+	case reflect.Bool:
+		switch b := raw.(type) {
+		case bool:
+			l.field.SetBool(b)
+		case string:
+			parsed, err := strconv.ParseBool(strings.TrimSpace(b))
+			if err != nil {
+				return bad("true or false")
+			}
+			l.field.SetBool(parsed)
+		default:
+			return bad("true or false")
+		}
+	case reflect.Int, reflect.Int64:
+		var n int64
+		switch x := raw.(type) {
+		case int64:
+			n = x
+		case int:
+			n = int64(x)
+		case string:
+			parsed, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
+			if err != nil {
+				return bad("a whole number")
+			}
+			n = parsed
+		default:
+			return bad("a whole number")
+		}
+		if l.field.OverflowInt(n) {
+			return bad("a smaller whole number")
+		}
+		l.field.SetInt(n)
+	case reflect.Slice:
+		var list []string
+		switch x := raw.(type) {
+		case []any:
+			for _, item := range x {
+				s, ok := item.(string)
+				if !ok {
+					return bad("a list of strings")
+				}
+				list = append(list, s)
+			}
+		case []string:
+			list = x
+		case string: // environment: comma-separated
+			for _, s := range strings.Split(x, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					list = append(list, s)
+				}
+			}
+		default:
+			return bad("a list of strings")
+		}
+		if list == nil {
+			list = []string{}
+		}
+		l.field.Set(reflect.ValueOf(list))
+	default:
+		return fmt.Errorf("config: %s: unsupported field kind %s", l.key, l.field.Kind())
+	}
+	return nil
+}

@@ -1,0 +1,132 @@
+// Package datadir prepares fusou-proxy's data directory (SPEC §2) and its control token.
+//
+// Everything in the directory is private to the user: folders 0700, secret files 0600.
+// Each other package owns its own sub-folder (pending_uploads/, ca/, spool/); this package
+// only makes the top and the control token.
+package datadir
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Names of the data directory's entries.
+const (
+	TokenFile  = "control.token"
+	PendingDir = "pending_uploads"
+	CADir      = "ca"
+	SpoolDir   = "spool"
+	IndexFile  = "asset_index.json"
+)
+
+// tokenBytes is the control token's entropy: 32 random bytes, 64 hex characters.
+const tokenBytes = 32
+
+// Ensure creates dir (and its parents) as 0700, and tightens it to 0700 if it already
+// exists with wider permissions.
+func Ensure(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("stat data dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("data dir %s is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("restrict data dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// ControlToken returns the control endpoint's bearer token: configured when non-empty,
+// else the one in <dir>/control.token, made once (0600) if missing or unusable.
+func ControlToken(dir, configured string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	path := filepath.Join(dir, TokenFile)
+	if tok, err := ReadToken(dir); err == nil {
+		return tok, nil
+	} else if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errBadToken) {
+		return "", err
+	}
+	buf := make([]byte, tokenBytes)
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("generate control token: %w", err)
+	}
+	tok := hex.EncodeToString(buf)
+	if err := writeFileAtomic(path, []byte(tok+"\n")); err != nil {
+		return "", fmt.Errorf("write control token: %w", err)
+	}
+	return tok, nil
+}
+
+var errBadToken = errors.New("control token file is not 64 hex characters")
+
+// ReadToken reads <dir>/control.token without creating it (for commands that talk to a
+// running instance).
+func ReadToken(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, TokenFile))
+	if err != nil {
+		return "", fmt.Errorf("read control token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if _, err := hex.DecodeString(tok); err != nil || len(tok) != 2*tokenBytes {
+		return "", errBadToken
+	}
+	return tok, nil
+}
+
+// writeFileAtomic writes data to path through a 0600 temp file, fsync and rename, so a
+// crash leaves either the old file or the new one.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("create temp: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("chmod temp: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write temp: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync temp: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close temp: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename temp: %w", err)
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// SyncDir fsyncs a directory so that a rename in it survives a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) { // Windows cannot sync a directory
+		return fmt.Errorf("sync dir: %w", err)
+	}
+	return nil
+}
