@@ -1,0 +1,41 @@
+//go:build !windows
+
+package certs
+
+import (
+	"fmt"
+	"os"
+
+	"go.uber.org/zap"
+)
+
+// syncDir fsyncs a folder so that renames in it survive a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		_ = d.Close()
+		return err
+	}
+	return d.Close()
+}
+
+// fixKeyMode makes the key file 0600 again if someone widened it, so the key is not left
+// readable by other users.
+func fixKeyMode(path string, logger *zap.Logger) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("stat key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	logger.Warn("CA key file was readable by others; making it 0600",
+		zap.String("file", path), zap.Stringer("mode", fi.Mode().Perm()))
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("chmod key: %w", err)
+	}
+	return nil
+}
