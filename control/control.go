@@ -115,7 +115,8 @@ type SessionControl interface {
 type RetryControl interface {
 	// Trigger asks for a pass; force ignores the entries' due times. It returns at once:
 	// started is false when a pass is already running, in which case one more is queued.
-	Trigger(reason string, force bool) (started bool)
+	// pass numbers the pass that will serve this trigger, so a client can wait for it.
+	Trigger(reason string, force bool) (started bool, pass uint64)
 }
 
 // StatusSource supplies the body of GET /v1/status.

@@ -74,11 +74,11 @@ type fakeRetry struct {
 
 var _ RetryControl = (*fakeRetry)(nil)
 
-func (f *fakeRetry) Trigger(reason string, force bool) bool {
+func (f *fakeRetry) Trigger(reason string, force bool) (bool, uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.triggers = append(f.triggers, trigger{reason, force})
-	return f.started
+	return f.started, uint64(len(f.triggers))
 }
 
 func (f *fakeRetry) calls() []trigger {

@@ -88,7 +88,7 @@ func (s *Server) postSession(w http.ResponseWriter, r *http.Request) {
 	})
 	started := false
 	if s.o.Retry != nil {
-		started = s.o.Retry.Trigger(ReasonSession, false)
+		started, _ = s.o.Retry.Trigger(ReasonSession, false)
 	}
 	s.log.Info("session set", zap.Bool("expiry_known", !expires.IsZero()),
 		zap.Bool("dataset_token", body.DatasetToken != ""), zap.Bool("retry_started", started))
@@ -108,7 +108,11 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusAccepted, map[string]bool{"started": s.o.Retry.Trigger(ReasonManual, true)})
+	started, pass := s.o.Retry.Trigger(ReasonManual, true)
+	writeJSON(w, http.StatusAccepted, struct {
+		Started bool   `json:"started"`
+		Pass    uint64 `json:"pass"`
+	}{started, pass})
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {

@@ -136,8 +136,8 @@ func TestRetry(t *testing.T) {
 					t.Fatalf("status %d, want 202", w.Code)
 				}
 				var got map[string]any
-				if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || len(got) != 1 || got["started"] != started {
-					t.Errorf("body %q, want {\"started\":%v}", w.Body.String(), started)
+				if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || len(got) != 2 || got["started"] != started || got["pass"] != 1.0 {
+					t.Errorf("body %q, want {\"started\":%v,\"pass\":1}", w.Body.String(), started)
 				}
 				if tr := f.retry.calls(); len(tr) != 1 || tr[0] != (trigger{ReasonManual, true}) {
 					t.Errorf("triggers = %v, want one forced {manual true}", tr)

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func command(t *testing.T, home string, env []string, args ...string) *exec.Cmd 
 }
 
 // startRun starts `fusou-proxy run` and waits for its start-up log line.
-func startRun(t *testing.T, cmd *exec.Cmd) (lines *bytes.Buffer, wait func() error) {
+func startRun(t *testing.T, cmd *exec.Cmd) (lines *syncBuffer, wait func() error) {
 	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -66,7 +67,7 @@ func startRun(t *testing.T, cmd *exec.Cmd) (lines *bytes.Buffer, wait func() err
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	lines = &bytes.Buffer{}
+	lines = &syncBuffer{}
 	started := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -209,4 +210,22 @@ func TestVersionAndConfigShow(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "[app.asset_sync.retry]\nmax_attempts = 5") {
 		t.Errorf("config show = %q, %v", out, err)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while the log reader goroutine writes it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) WriteString(s string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.WriteString(s)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

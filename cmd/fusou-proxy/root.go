@@ -47,6 +47,11 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		newRunCommand(g),
 		newConfigCommand(g),
+		newCACommand(g),
+		newPendingCommand(g),
+		newSessionCommand(g),
+		newRetryCommand(g),
+		newStatusCommand(g),
 		newVersionCommand(g),
 	)
 	return root
@@ -54,7 +59,11 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 
 // load reads the configuration as the global flags say.
 func (g *globals) load() (*config.Loaded, error) {
-	return config.Load(config.Sources{File: g.configFile, DataDir: g.dataDir})
+	return config.Load(g.sources())
+}
+
+func (g *globals) sources() config.Sources {
+	return config.Sources{File: g.configFile, DataDir: g.dataDir}
 }
 
 // logger builds the process's logger from --log-level and --log-format.

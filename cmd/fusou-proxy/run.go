@@ -7,8 +7,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
 
+	"github.com/fusou-proxy/fusou-proxy/internal/config"
 	"github.com/fusou-proxy/fusou-proxy/internal/datadir"
 )
 
@@ -35,16 +35,20 @@ func (g *globals) run(ctx context.Context, listen, controlListen string) error {
 		return err
 	}
 	defer log.Sync() //nolint:errcheck // nothing useful to do if stderr is gone
-	cfg, err := g.load()
+	src := g.sources()
+	cfg, err := config.Load(src)
 	if err != nil {
 		return err
 	}
-	if listen != "" {
-		cfg.Proxy.Listen = listen
+	flags := func(c *config.Loaded) {
+		if listen != "" {
+			c.Proxy.Listen = listen
+		}
+		if controlListen != "" {
+			c.Control.Listen = controlListen
+		}
 	}
-	if controlListen != "" {
-		cfg.Control.Listen = controlListen
-	}
+	flags(cfg)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -54,17 +58,17 @@ func (g *globals) run(ctx context.Context, listen, controlListen string) error {
 	if err := datadir.Ensure(cfg.DataDir); err != nil {
 		return err
 	}
-	if _, err := datadir.ControlToken(cfg.DataDir, cfg.Control.Token); err != nil {
+	token, err := datadir.ControlToken(cfg.DataDir, cfg.Control.Token)
+	if err != nil {
 		return err
 	}
-	log.Info("fusou-proxy started",
-		zap.String("version", version),
-		zap.String("data_dir", cfg.DataDir),
-		zap.String("config_file", cfg.File),
-		zap.String("proxy_listen", cfg.Proxy.Listen),
-		zap.String("control_listen", cfg.Control.Listen),
-	)
-	<-ctx.Done()
-	log.Info("fusou-proxy stopped")
-	return nil
+	a, err := newApp(src, cfg, flags, log, token)
+	if err != nil {
+		return err
+	}
+	if err := a.listen(); err != nil {
+		a.close()
+		return err
+	}
+	return a.serve(ctx)
 }

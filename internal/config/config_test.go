@@ -268,24 +268,3 @@ func TestWriteTOMLRoundTripsAndRedacts(t *testing.T) {
 		t.Errorf("round trip differs:\n got %+v\nwant %+v", got.Config, c)
 	}
 }
-
-func TestParseConnectTo(t *testing.T) {
-	cases := []struct {
-		in   string
-		want ConnectTo
-		ok   bool
-	}{
-		{"w01y.kancolle-server.com:443:127.0.0.1:9443", ConnectTo{"w01y.kancolle-server.com", "443", "127.0.0.1", "9443"}, true},
-		{"::127.0.0.1:", ConnectTo{"", "", "127.0.0.1", ""}, true},
-		{"a.example:443:[::1]:9443", ConnectTo{"a.example", "443", "::1", "9443"}, true},
-		{"A.Example:443:127.0.0.1:0", ConnectTo{}, false},
-		{"a.example:443", ConnectTo{}, false},
-		{"a.example:443:b:c:d", ConnectTo{}, false},
-	}
-	for _, c := range cases {
-		got, err := ParseConnectTo(c.in)
-		if (err == nil) != c.ok || got != c.want {
-			t.Errorf("ParseConnectTo(%q) = %+v, %v; want %+v ok=%v", c.in, got, err, c.want, c.ok)
-		}
-	}
-}

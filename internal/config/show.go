@@ -73,3 +73,15 @@ func tomlString(s string) string {
 	b.WriteByte('"')
 	return b.String()
 }
+
+// Changed lists the keys whose values differ between a and b, in Keys order.
+func Changed(a, b *Config) []string {
+	la, lb := leaves(a), leaves(b)
+	var out []string
+	for i := range la {
+		if !reflect.DeepEqual(la[i].field.Interface(), lb[i].field.Interface()) {
+			out = append(out, la[i].key)
+		}
+	}
+	return out
+}

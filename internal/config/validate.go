@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/fusou-proxy/fusou-proxy/proxy"
 )
 
 // Validate checks every key and returns the first problem as an *Error naming it.
@@ -102,8 +104,8 @@ func readableFile(path string) string {
 // connectTo checks curl --connect-to style "HOST:PORT:ADDR:PORT2" entries.
 func connectTo(list []string) string {
 	for _, s := range list {
-		if _, err := ParseConnectTo(s); err != nil {
-			return err.Error()
+		if _, err := proxy.ParseDialRule(s); err != nil {
+			return fmt.Sprintf("entries must be HOST:PORT:ADDR:PORT2 (e.g. \"w01y.kancolle-server.com:443:127.0.0.1:9443\"): %v", err)
 		}
 	}
 	return ""
@@ -178,56 +180,4 @@ func origins(list []string) string {
 		}
 	}
 	return ""
-}
-
-// ConnectTo is one "HOST:PORT:ADDR:PORT2" dial override (as curl --connect-to): a
-// connection for HOST:PORT goes to ADDR:PORT2 instead. An empty HOST or PORT matches any,
-// an empty ADDR or PORT2 keeps the original.
-type ConnectTo struct {
-	Host, Port, ToHost, ToPort string
-}
-
-// ParseConnectTo parses one connect_to entry; IPv6 addresses go in brackets.
-func ParseConnectTo(s string) (ConnectTo, error) {
-	parts, err := splitConnectTo(s)
-	if err != nil {
-		return ConnectTo{}, err
-	}
-	ct := ConnectTo{Host: strings.ToLower(parts[0]), Port: parts[1], ToHost: parts[2], ToPort: parts[3]}
-	for _, p := range []string{ct.Port, ct.ToPort} {
-		if p == "" {
-			continue
-		}
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return ConnectTo{}, fmt.Errorf("entries must be HOST:PORT:ADDR:PORT2 with ports 1-65535, got %q", s)
-		}
-	}
-	return ct, nil
-}
-
-// splitConnectTo splits on the three colons outside brackets.
-func splitConnectTo(s string) ([]string, error) {
-	var parts []string
-	start, depth := 0, 0
-	for i, r := range s {
-		switch r {
-		case '[':
-			depth++
-		case ']':
-			depth--
-		case ':':
-			if depth == 0 {
-				parts = append(parts, s[start:i])
-				start = i + 1
-			}
-		}
-	}
-	parts = append(parts, s[start:])
-	if len(parts) != 4 || depth != 0 {
-		return nil, fmt.Errorf("entries must be HOST:PORT:ADDR:PORT2 (e.g. \"w01y.kancolle-server.com:443:127.0.0.1:9443\"), got %q", s)
-	}
-	for i, p := range parts {
-		parts[i] = strings.TrimSuffix(strings.TrimPrefix(p, "["), "]")
-	}
-	return parts, nil
 }

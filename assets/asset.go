@@ -1,0 +1,102 @@
+package assets
+
+import (
+	"fmt"
+	"path"
+	"strings"
+)
+
+// MaxAssetBytes is the server's size limit for one asset, 200 MiB.
+const MaxAssetBytes = 200 << 20
+
+// KeyPrefix starts every asset key on the server.
+const KeyPrefix = "assets/"
+
+// Asset describes one captured resource as the asset-sync API knows it. Its
+// JSON form is the "context" document of a pending entry (SPEC §6).
+type Asset struct {
+	Key          string `json:"key"`           // KeyPrefix + RelativePath
+	RelativePath string `json:"relative_path"` // the URL path without its leading "/"
+	FileName     string `json:"file_name"`     // the last segment of the path
+	ContentHash  string `json:"content_hash"`  // lower-case hex SHA-256 of the bytes
+	ContentType  string `json:"content_type"`  // from the extension, see ContentTypeByName
+	Size         int64  `json:"file_size"`     // bytes, 0 < Size <= MaxAssetBytes
+}
+
+// NewAsset derives an asset's names from the path of its game URL as SPEC §4
+// says: urlPath is the URL's path (a query, if present, is dropped), size and
+// contentHash describe the bytes. It returns an error when the result would
+// not pass Validate.
+func NewAsset(urlPath string, size int64, contentHash string) (Asset, error) {
+	if i := strings.IndexAny(urlPath, "?#"); i >= 0 {
+		urlPath = urlPath[:i]
+	}
+	rel := strings.TrimLeft(urlPath, "/")
+	a := Asset{
+		Key:          KeyPrefix + rel,
+		RelativePath: rel,
+		FileName:     path.Base(rel),
+		ContentHash:  contentHash,
+		ContentType:  ContentTypeByName(rel),
+		Size:         size,
+	}
+	if strings.HasSuffix(rel, "/") {
+		a.FileName = ""
+	}
+	if err := a.Validate(); err != nil {
+		return Asset{}, err
+	}
+	return a, nil
+}
+
+// contentTypes maps the extensions SPEC §4 names to their media types.
+var contentTypes = map[string]string{
+	"png":  "image/png",
+	"jpg":  "image/jpeg",
+	"jpeg": "image/jpeg",
+	"gif":  "image/gif",
+	"webp": "image/webp",
+	"json": "application/json",
+	"mp3":  "audio/mpeg",
+	"mp4":  "video/mp4",
+}
+
+// ContentTypeByName returns the media type for a file name or path by its
+// extension (case-insensitive), application/octet-stream when unknown.
+func ContentTypeByName(name string) string {
+	ext := strings.ToLower(strings.TrimPrefix(path.Ext(name), "."))
+	if ct, ok := contentTypes[ext]; ok {
+		return ct
+	}
+	return "application/octet-stream"
+}
+
+// Validate reports what would make the server refuse the asset outright, so
+// that such an asset costs no request.
+func (a Asset) Validate() error {
+	switch {
+	case a.RelativePath == "" || a.Key == "":
+		return fmt.Errorf("%w: empty path", ErrInvalidAsset)
+	case strings.Contains(a.Key, "..") || strings.Contains(a.RelativePath, ".."):
+		return fmt.Errorf("%w: path holds \"..\"", ErrInvalidAsset) // refused by the server
+	case a.FileName == "":
+		return fmt.Errorf("%w: no file name", ErrInvalidAsset)
+	case !isSHA256Hex(a.ContentHash):
+		return fmt.Errorf("%w: content hash is not lower-case hex SHA-256", ErrInvalidAsset)
+	case a.Size <= 0 || a.Size > MaxAssetBytes:
+		return fmt.Errorf("%w: size %d outside (0, %d]", ErrInvalidAsset, a.Size, MaxAssetBytes)
+	}
+	return nil
+}
+
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,406 @@
+package assets
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults for IndexOptions' zero fields.
+const (
+	// DefaultIndexMinInterval is the least time between two unforced
+	// refreshes (SPEC §5: at most every 10 minutes).
+	DefaultIndexMinInterval = 10 * time.Minute
+	// DefaultIndexTimeout bounds one keys request of the default client.
+	DefaultIndexTimeout = 60 * time.Second
+)
+
+// StageKeys names the keys request in a StatusError.
+const StageKeys = "keys"
+
+// indexFileVersion is the format of asset_index.json; a file of another
+// version is ignored.
+const indexFileVersion = 1
+
+// maxKeysAnswerBytes bounds a keys answer; the real server pages its cache
+// by 20 MB and a full listing of every game asset is well under this.
+const maxKeysAnswerBytes = 256 << 20
+
+// IndexOptions configures an Index.
+type IndexOptions struct {
+	// Endpoint is asset_existing_keys_endpoint. Empty means the index is
+	// never refreshed (Refresh does nothing), only loaded and added to.
+	Endpoint string
+	// Path is the file the index persists to, <data_dir>/asset_index.json.
+	// Empty means memory only.
+	Path string
+	// Session holds the bearer token. Required with Endpoint.
+	Session *SessionHolder
+	// Client sends the keys requests; nil means a client with
+	// DefaultIndexTimeout that trusts the system roots.
+	Client *http.Client
+	// MinInterval is the least time between unforced refreshes; 0 means
+	// DefaultIndexMinInterval.
+	MinInterval time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the index's log lines; nil means zap.NewNop().
+	Logger *zap.Logger
+}
+
+// Index is the local copy of the server's stored (key, content hash)
+// pairs, so that a known asset is skipped without a request. It is safe
+// for concurrent use.
+type Index struct {
+	endpoint    *url.URL // nil: refreshing is off
+	path        string
+	session     *SessionHolder
+	client      *http.Client
+	minInterval time.Duration
+	now         func() time.Time
+	log         *zap.Logger
+
+	refreshMu sync.Mutex // serialises Refresh, and with it writes of the file
+
+	mu          sync.RWMutex // guards the fields below
+	entries     map[string]indexEntry
+	since       int64     // the server's snapshotUpperMs of the last listing
+	lastRefresh time.Time // the last refresh tried; zero if none
+}
+
+type indexEntry struct {
+	hash string // "" when the server did not say
+	size int64
+}
+
+// OpenIndex builds an Index from o, loading o.Path if it exists. A file
+// that cannot be read or parsed is logged and ignored: the index is a
+// cache, and the next refresh rebuilds it.
+func OpenIndex(o IndexOptions) (*Index, error) {
+	ix := &Index{
+		path:        o.Path,
+		session:     o.Session,
+		client:      o.Client,
+		minInterval: orDefault(o.MinInterval, DefaultIndexMinInterval),
+		now:         o.Now,
+		log:         o.Logger,
+		entries:     make(map[string]indexEntry),
+	}
+	if o.Endpoint != "" {
+		ep, err := parseEndpoint(o.Endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("parse keys endpoint: %w", err)
+		}
+		if o.Session == nil {
+			return nil, errors.New("open index: no session holder")
+		}
+		ix.endpoint = ep
+	}
+	if ix.now == nil {
+		ix.now = time.Now
+	}
+	if ix.log == nil {
+		ix.log = zap.NewNop()
+	}
+	if ix.client == nil {
+		ix.client = &http.Client{
+			Transport:     newDefaultTransport(DefaultConnectTimeout),
+			Timeout:       DefaultIndexTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	if ix.path != "" {
+		if err := ix.load(); err != nil {
+			ix.log.Warn("Ignoring unreadable asset index", zap.String("path", ix.path), zap.Error(err))
+		}
+	}
+	return ix, nil
+}
+
+// Known reports whether the server stores key with this content hash.
+func (ix *Index) Known(key, hash string) bool {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	e, ok := ix.entries[key]
+	return ok && hash != "" && e.hash == hash
+}
+
+// Add records that the server now stores key with hash, after an upload
+// succeeded. It is persisted with the next refresh.
+func (ix *Index) Add(key, hash string, size int64) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.entries[key] = indexEntry{hash: hash, size: size}
+}
+
+// Len returns the number of keys in the index.
+func (ix *Index) Len() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return len(ix.entries)
+}
+
+// Cursor returns the since value of the next refresh (the server's
+// snapshotUpperMs of the last listing), 0 before the first.
+func (ix *Index) Cursor() int64 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.since
+}
+
+// Refresh brings the index up to date with the keys endpoint, asking only
+// for what was stored since the last listing. Unless force is set it does
+// nothing when the last refresh was tried less than MinInterval ago. It
+// sends nothing without a session and returns ErrNoSession; a refused or
+// failed request returns an error (a *StatusError for an HTTP status) and
+// leaves the index as it was. The result is persisted atomically.
+func (ix *Index) Refresh(ctx context.Context, force bool) error {
+	if ix.endpoint == nil {
+		return nil
+	}
+	ix.refreshMu.Lock()
+	defer ix.refreshMu.Unlock()
+
+	now := ix.now()
+	ix.mu.RLock()
+	last, since := ix.lastRefresh, ix.since
+	ix.mu.RUnlock()
+	// A last refresh in the future means the clock went back: refresh.
+	if !force && !last.IsZero() && !last.After(now) && now.Sub(last) < ix.minInterval {
+		return nil
+	}
+	sess, ok := ix.session.Get()
+	if !ok {
+		return ErrNoSession
+	}
+	ix.mu.Lock()
+	ix.lastRefresh = now
+	ix.mu.Unlock()
+
+	start := time.Now()
+	ans, err := ix.fetch(ctx, sess, since)
+	if err != nil {
+		return fmt.Errorf("refresh asset index: %w", err)
+	}
+	full := !ans.Incremental || since == 0
+	ix.merge(ans, full)
+	ix.log.Info("Refreshed asset index",
+		zap.Bool("incremental", !full),
+		zap.Int64("since", since),
+		zap.Int("received", len(ans.Items)),
+		zap.Int("total", ix.Len()),
+		zap.Duration("duration", time.Since(start)))
+	if ix.path != "" {
+		if err := ix.save(); err != nil {
+			return fmt.Errorf("refresh asset index: %w", err)
+		}
+	}
+	return nil
+}
+
+// keysAnswer is the part of the keys endpoint's answer the index uses.
+type keysAnswer struct {
+	Keys  []string `json:"keys"`
+	Items []struct {
+		Key         string  `json:"key"`
+		ContentHash *string `json:"contentHash"`
+		Size        int64   `json:"size"`
+	} `json:"items"`
+	Incremental     bool   `json:"incremental"`
+	SnapshotUpperMs int64  `json:"snapshotUpperMs"`
+	SnapshotUpperAt string `json:"snapshotUpperAt"`
+}
+
+// fetch sends one keys request.
+func (ix *Index) fetch(ctx context.Context, sess Session, since int64) (*keysAnswer, error) {
+	u := *ix.endpoint
+	if since > 0 {
+		q := u.Query()
+		q.Set("since", strconv.FormatInt(since, 10))
+		u.RawQuery = q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("build keys request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer "+sess.AccessToken)
+	resp, err := ix.client.Do(req)
+	if err != nil {
+		return nil, redactError(err)
+	}
+	defer drain(resp)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, &StatusError{Stage: StageKeys, Status: resp.StatusCode, Class: Classify(resp.StatusCode, nil)}
+	}
+	var ans keysAnswer
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxKeysAnswerBytes)).Decode(&ans); err != nil {
+		return nil, fmt.Errorf("%w: decode keys answer: %w", ErrBadAnswer, err)
+	}
+	return &ans, nil
+}
+
+// merge folds a listing into the index: a full one replaces it, an
+// incremental one updates it. The cursor becomes the snapshot's upper
+// bound, which the server promises the next listing starts after.
+func (ix *Index) merge(ans *keysAnswer, full bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if full {
+		ix.entries = make(map[string]indexEntry, len(ans.Items))
+	}
+	for _, it := range ans.Items {
+		if it.Key == "" {
+			continue
+		}
+		e := indexEntry{size: it.Size}
+		if it.ContentHash != nil {
+			e.hash = strings.ToLower(*it.ContentHash)
+		}
+		ix.entries[it.Key] = e
+	}
+	// Older servers list keys without items: known keys, unknown hashes.
+	for _, k := range ans.Keys {
+		if _, ok := ix.entries[k]; !ok && k != "" {
+			ix.entries[k] = indexEntry{}
+		}
+	}
+	switch {
+	case ans.SnapshotUpperMs > 0:
+		ix.since = ans.SnapshotUpperMs
+	case ans.SnapshotUpperAt != "":
+		if t, err := time.Parse(time.RFC3339Nano, ans.SnapshotUpperAt); err == nil {
+			ix.since = t.UnixMilli()
+		}
+	default:
+		ix.log.Warn("Keys answer without snapshotUpperMs; cursor kept", zap.Int64("since", ix.since))
+	}
+}
+
+// indexFile is the on-disk form of asset_index.json.
+type indexFile struct {
+	Version     int             `json:"version"`
+	Since       int64           `json:"since"`        // the next refresh's since, Unix ms
+	RefreshedAt int64           `json:"refreshed_at"` // when it was last refreshed, Unix ms
+	Items       []indexFileItem `json:"items"`
+}
+
+type indexFileItem struct {
+	Key         string `json:"key"`
+	ContentHash string `json:"content_hash,omitempty"`
+	Size        int64  `json:"size,omitempty"`
+}
+
+func (ix *Index) load() error {
+	b, err := os.ReadFile(ix.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read asset index: %w", err)
+	}
+	var f indexFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("parse asset index: %w", err)
+	}
+	if f.Version != indexFileVersion {
+		return fmt.Errorf("parse asset index: version %d, want %d", f.Version, indexFileVersion)
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for _, it := range f.Items {
+		ix.entries[it.Key] = indexEntry{hash: it.ContentHash, size: it.Size}
+	}
+	ix.since = f.Since
+	if f.RefreshedAt > 0 {
+		ix.lastRefresh = time.UnixMilli(f.RefreshedAt)
+	}
+	return nil
+}
+
+// save writes the index to its file atomically; refreshMu must be held.
+func (ix *Index) save() error {
+	ix.mu.RLock()
+	f := indexFile{Version: indexFileVersion, Since: ix.since, Items: make([]indexFileItem, 0, len(ix.entries))}
+	if !ix.lastRefresh.IsZero() {
+		f.RefreshedAt = ix.lastRefresh.UnixMilli()
+	}
+	for k, e := range ix.entries {
+		f.Items = append(f.Items, indexFileItem{Key: k, ContentHash: e.hash, Size: e.size})
+	}
+	ix.mu.RUnlock()
+	slices.SortFunc(f.Items, func(a, b indexFileItem) int { return strings.Compare(a.Key, b.Key) })
+	b, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("encode asset index: %w", err)
+	}
+	if err := writeFileAtomic(ix.path, b); err != nil {
+		return fmt.Errorf("write asset index: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic replaces path with data, mode 0600: a temp file in the
+// same folder, fsync'd, renamed over path, then the folder fsync'd, so a
+// crash leaves the old file or the new one, never a mix.
+func writeFileAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create folder: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp") // mode 0600
+	if err != nil {
+		return fmt.Errorf("create temp file: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("write temp file: %w", err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("sync temp file: %w", err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("close temp file: %w", err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename temp file: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable. Windows cannot open a folder for
+// syncing, and its rename is durable enough without.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open folder: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync folder: %w", err)
+	}
+	return nil
+}

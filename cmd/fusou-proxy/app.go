@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/fusou-proxy/fusou-proxy/assets"
+	"github.com/fusou-proxy/fusou-proxy/certs"
+	"github.com/fusou-proxy/fusou-proxy/control"
+	"github.com/fusou-proxy/fusou-proxy/internal/config"
+	"github.com/fusou-proxy/fusou-proxy/internal/datadir"
+	"github.com/fusou-proxy/fusou-proxy/pending"
+	"github.com/fusou-proxy/fusou-proxy/proxy"
+	"github.com/fusou-proxy/fusou-proxy/retry"
+)
+
+// indexRefreshTick is how often the remote index is asked to refresh; the index itself
+// refreshes at most every assets.DefaultIndexMinInterval.
+const indexRefreshTick = time.Minute
+
+// shutdownGrace bounds how long in-flight client requests get at shutdown.
+const shutdownGrace = 5 * time.Second
+
+// app is one running fusou-proxy: every part, wired.
+type app struct {
+	src     config.Sources
+	cfgMu   sync.Mutex     // guards cfg's live keys during a reload
+	cfg     *config.Loaded // the effective configuration, flags applied
+	flags   func(*config.Loaded)
+	log     *zap.Logger
+	started time.Time
+
+	ca       *certs.Authority
+	store    *pending.Store
+	session  *assets.SessionHolder
+	index    *assets.Index
+	pipeline *assets.Pipeline
+	retry    *retry.Service
+	proxy    *proxy.Proxy
+	control  *control.Server
+	metrics  *metrics
+
+	proxyLn, controlLn net.Listener
+}
+
+// newApp builds every part from the configuration; nothing listens or runs yet. On error
+// what was opened is closed.
+// src and flags say how cfg was made, so that an edited file is read the same way.
+func newApp(src config.Sources, cfg *config.Loaded, flags func(*config.Loaded), log *zap.Logger, token string) (a *app, err error) {
+	a = &app{src: src, cfg: cfg, flags: flags, log: log, started: time.Now(), session: &assets.SessionHolder{}}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	dir := cfg.DataDir
+	if a.ca, err = certs.Open(certs.Options{Dir: filepath.Join(dir, datadir.CADir), Hosts: cfg.Proxy.MITMHosts, Logger: log.Named("certs")}); err != nil {
+		return nil, err
+	}
+	r := cfg.App.AssetSync.Retry
+	a.store, err = pending.Open(pending.Options{
+		Dir: filepath.Join(dir, datadir.PendingDir), MaxFiles: r.MaxPendingFiles, MaxBytes: r.MaxPendingBytes,
+		TTL: r.TTL(), MaxAttempts: r.MaxAttempts, Logger: log.Named("pending"),
+	})
+	if errors.Is(err, pending.ErrLocked) {
+		return nil, fmt.Errorf("%w: is another fusou-proxy running with data dir %s?", err, dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	as := cfg.App.AssetSync
+	uploader, err := assets.NewUploader(assets.UploaderOptions{
+		Endpoint: as.AssetUploadEndpoint, Session: a.session,
+		ConnectTimeout: as.ConnectTimeout(), RequestTimeout: as.RequestTimeout(), Logger: log.Named("upload"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if a.index, err = assets.OpenIndex(assets.IndexOptions{
+		Endpoint: as.AssetExistingKeysEndpoint, Path: filepath.Join(dir, datadir.IndexFile),
+		Session: a.session, Logger: log.Named("index"),
+	}); err != nil {
+		return nil, err
+	}
+	if a.pipeline, err = assets.NewPipeline(assets.PipelineOptions{
+		Store: a.store, Uploader: uploader, Index: a.index, Session: a.session,
+		SpoolDir: filepath.Join(dir, datadir.SpoolDir), Endpoint: as.AssetUploadEndpoint,
+		Workers: as.Workers, QueueSize: as.QueueSize, MaxAssetBytes: cfg.Proxy.Capture.MaxAssetBytes,
+		Settings: pipelineSettings(cfg), Logger: log.Named("assets"),
+	}); err != nil {
+		return nil, err
+	}
+	a.metrics = newMetrics()
+	a.retry = retry.New(retry.Options{
+		Store: a.store, Deliverer: retryDeliverer{a.pipeline},
+		HasSession: func() bool { _, ok := a.session.Get(); return ok },
+		Settings:   retrySettings(cfg), OnPass: a.metrics.observePass, Logger: log.Named("retry"),
+	})
+	if a.proxy, err = newProxy(cfg, a.ca, a.pipeline, log.Named("proxy")); err != nil {
+		return nil, err
+	}
+	a.metrics.register(a)
+	if a.control, err = control.New(control.Options{
+		Token: token, AllowedOrigins: cfg.Control.AllowedOrigins,
+		Session: sessionControl{a}, Retry: a.retry, Status: statusSource{a}, Pending: pendingSource{a.store},
+		Metrics: a.metrics.handler(), CAPEM: func() ([]byte, error) { return a.ca.PEM(), nil },
+		ProxyAddr: cfg.Proxy.Listen, MITMHosts: cfg.Proxy.MITMHosts,
+		Version: version, Started: a.started, Logger: log.Named("control"),
+	}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func newProxy(cfg *config.Loaded, ca *certs.Authority, p *assets.Pipeline, log *zap.Logger) (*proxy.Proxy, error) {
+	var rules []proxy.DialRule
+	for _, s := range cfg.Proxy.ConnectTo {
+		r, err := proxy.ParseDialRule(s)
+		if err != nil {
+			return nil, &config.Error{Key: "proxy.connect_to", Msg: err.Error()}
+		}
+		rules = append(rules, r)
+	}
+	var roots *x509.CertPool
+	if f := cfg.Proxy.UpstreamCAFile; f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, &config.Error{Key: "proxy.upstream_ca_file", Msg: err.Error()}
+		}
+		if roots, err = x509.SystemCertPool(); err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, &config.Error{Key: "proxy.upstream_ca_file", Msg: "no PEM certificate in " + f}
+		}
+	}
+	return proxy.New(proxy.Options{
+		MITMHosts: cfg.Proxy.MITMHosts, DialRules: rules, UpstreamRoots: roots, Certs: ca,
+		Sink: captureSink{p}, Capture: captureRules(cfg), Logger: log,
+	})
+}
+
+// listen opens both listeners, so that a busy port fails start-up before anything runs.
+func (a *app) listen() error {
+	var err error
+	if a.proxyLn, err = net.Listen("tcp", a.cfg.Proxy.Listen); err != nil {
+		return fmt.Errorf("listen on proxy.listen: %w", err)
+	}
+	if a.controlLn, err = control.Listen(a.cfg.Control.Listen, a.cfg.Control.AllowRemote); err != nil {
+		return err
+	}
+	return nil
+}
+
+// serve runs everything until ctx ends, then shuts down in order: stop taking traffic, then
+// commit what was captured, cancel uploads (their entries stay pending), close the store.
+func (a *app) serve(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a.pipeline.Run(runCtx)
+	a.retry.Start(runCtx)
+	go a.refreshIndex(runCtx)
+	if err := config.Watch(runCtx, a.src, a.cfg, a.reload); err != nil {
+		a.log.Warn("config file changes will need a restart", zap.Error(err))
+	}
+
+	proxySrv := &http.Server{Handler: a.proxy, ReadHeaderTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(a.log.Named("proxy.http"))}
+	errc := make(chan error, 2)
+	go func() { errc <- proxySrv.Serve(a.proxyLn) }()
+	controlCtx, stopControl := context.WithCancel(context.Background())
+	defer stopControl()
+	go func() { errc <- a.control.Serve(controlCtx, a.controlLn) }()
+
+	a.log.Info("fusou-proxy started",
+		zap.String("version", version),
+		zap.String("data_dir", a.cfg.DataDir),
+		zap.String("config_file", a.cfg.File),
+		zap.String("proxy_listen", a.proxyLn.Addr().String()),
+		zap.String("control_listen", a.controlLn.Addr().String()),
+		zap.String("pac_url", "http://"+a.controlLn.Addr().String()+"/proxy.pac"),
+		zap.Int("pending", a.store.Stats().Count),
+	)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			runErr = fmt.Errorf("serve: %w", err)
+		}
+	}
+	a.log.Info("fusou-proxy stopping")
+	shutCtx, done := context.WithTimeout(context.Background(), shutdownGrace)
+	defer done()
+	if err := proxySrv.Shutdown(shutCtx); err != nil {
+		proxySrv.Close() // hijacked tunnels and slow clients: cut them
+	}
+	stopControl()
+	cancel()
+	a.retry.Stop()
+	if err := a.pipeline.Close(); err != nil {
+		a.log.Warn("pipeline shutdown", zap.Error(err))
+	}
+	a.close()
+	a.log.Info("fusou-proxy stopped", zap.Duration("uptime", time.Since(a.started)))
+	return runErr
+}
+
+// close releases what newApp opened.
+func (a *app) close() {
+	for _, ln := range []net.Listener{a.proxyLn, a.controlLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if a.store != nil {
+		if err := a.store.Close(); err != nil {
+			a.log.Warn("close pending store", zap.Error(err))
+		}
+	}
+}
+
+// refreshIndex keeps the remote index fresh while a session exists.
+func (a *app) refreshIndex(ctx context.Context) {
+	t := time.NewTicker(indexRefreshTick)
+	defer t.Stop()
+	for {
+		if _, ok := a.session.Get(); ok {
+			if err := a.index.Refresh(ctx, false); err != nil && ctx.Err() == nil {
+				a.log.Debug("asset index refresh failed", zap.Error(err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func pipelineSettings(cfg *config.Loaded) assets.Settings {
+	return assets.Settings{Enable: cfg.App.AssetSync.Enable, SkipExtensions: cfg.App.AssetSync.AssetSkipExtensions}
+}
+
+func retrySettings(cfg *config.Loaded) retry.Settings {
+	r := cfg.App.AssetSync.Retry
+	return retry.Settings{Interval: r.Interval(), Concurrency: r.Concurrency}
+}
+
+func captureRules(cfg *config.Loaded) proxy.CaptureRules {
+	c := cfg.Proxy.Capture
+	return proxy.CaptureRules{Enable: c.Enable && cfg.App.AssetSync.Enable, PathPrefixes: c.PathPrefixes,
+		SkipPathPrefixes: c.SkipPathPrefixes, MaxAssetBytes: c.MaxAssetBytes}
+}

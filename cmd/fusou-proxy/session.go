@@ -1,0 +1,83 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// sessionBody is POST /v1/session's document (SPEC §8).
+type sessionBody struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	ExpiresAt    any    `json:"expires_at,omitempty"`
+	DatasetToken string `json:"dataset_token,omitempty"`
+}
+
+func newSessionCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "session", Short: "Give the running proxy your FUSOU session (kept in memory only)"}
+	var b sessionBody
+	var expires string
+	set := &cobra.Command{
+		Use:   "set [--access-token T --refresh-token R [--dataset-token D] [--expires-at TIME]]",
+		Short: "Post a session to the running instance; with no token flags, read a JSON document from standard input",
+		Long: "Post a session to the running instance. Without --access-token, the session is read as JSON\n" +
+			"from standard input ({\"access_token\",\"refresh_token\",\"expires_at\"?,\"dataset_token\"?}),\n" +
+			"which keeps the tokens out of the process list.",
+		Args: cobraArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if b.AccessToken == "" && b.RefreshToken == "" {
+				if f, ok := g.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+					fmt.Fprintln(g.stderr, "paste the session JSON, then Ctrl-D:")
+				}
+				dec := json.NewDecoder(io.LimitReader(g.stdin, 64<<10))
+				if err := dec.Decode(&b); err != nil {
+					return usageError{fmt.Errorf("session set: read the session JSON from standard input: %w", err)}
+				}
+			} else if expires != "" {
+				b.ExpiresAt = expires
+			}
+			if b.AccessToken == "" || b.RefreshToken == "" {
+				return usageError{errors.New("session set: both an access token and a refresh token are needed")}
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.do(http.MethodPost, "/v1/session", b, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, "session set; pending uploads are being retried")
+			return nil
+		},
+	}
+	set.Flags().StringVar(&b.AccessToken, "access-token", "", "FUSOU access token (visible in the process list: prefer standard input)")
+	set.Flags().StringVar(&b.RefreshToken, "refresh-token", "", "FUSOU refresh token")
+	set.Flags().StringVar(&b.DatasetToken, "dataset-token", "", "FUSOU dataset token (optional)")
+	set.Flags().StringVar(&expires, "expires-at", "", "access token expiry, RFC 3339 (optional)")
+
+	clear := &cobra.Command{
+		Use:   "clear",
+		Short: "Forget the session in the running instance",
+		Args:  cobraArgs(cobra.NoArgs),
+		RunE: func(*cobra.Command, []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.do(http.MethodDelete, "/v1/session", nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, "session cleared")
+			return nil
+		},
+	}
+	cmd.AddCommand(set, clear)
+	return cmd
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fusou-proxy/fusou-proxy/retry"
+)
+
+// statusDoc is the part of GET /v1/status the CLI reads (see statusSource in app.go).
+type statusDoc struct {
+	Version       string  `json:"version"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	Session       struct {
+		Present   bool   `json:"present"`
+		ExpiresAt string `json:"expires_at"`
+	} `json:"session"`
+	Pending struct {
+		Count  int    `json:"count"`
+		Bytes  int64  `json:"bytes"`
+		Oldest string `json:"oldest"`
+	} `json:"pending"`
+	Retry retry.Status     `json:"retry"`
+	Sync  map[string]int64 `json:"sync"`
+}
+
+// pollInterval is how often `retry --wait` asks for progress.
+const pollInterval = 200 * time.Millisecond
+
+func newStatusCommand(g *globals) *cobra.Command {
+	var raw bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the running instance's status",
+		Args:  cobraArgs(cobra.NoArgs),
+		RunE: func(*cobra.Command, []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var doc json.RawMessage
+			if err := c.do(http.MethodGet, "/v1/status", nil, &doc); err != nil {
+				return err
+			}
+			if raw {
+				_, err := fmt.Fprintf(g.stdout, "%s\n", doc)
+				return err
+			}
+			var st statusDoc
+			if err := json.Unmarshal(doc, &st); err != nil {
+				return fmt.Errorf("decode status: %w", err)
+			}
+			printStatus(g, st)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&raw, "json", false, "print the status document as JSON")
+	return cmd
+}
+
+func printStatus(g *globals, st statusDoc) {
+	w := g.stdout
+	fmt.Fprintf(w, "fusou-proxy %s, up %s\n", st.Version, (time.Duration(st.UptimeSeconds) * time.Second).String())
+	switch {
+	case !st.Session.Present:
+		fmt.Fprintln(w, "session:  none (uploads wait in the outbox; see `fusou-proxy session set`)")
+	case st.Session.ExpiresAt != "":
+		fmt.Fprintf(w, "session:  set, expires %s\n", st.Session.ExpiresAt)
+	default:
+		fmt.Fprintln(w, "session:  set")
+	}
+	fmt.Fprintf(w, "pending:  %d entries, %d bytes", st.Pending.Count, st.Pending.Bytes)
+	if st.Pending.Oldest != "" {
+		fmt.Fprintf(w, ", oldest %s", st.Pending.Oldest)
+	}
+	fmt.Fprintln(w)
+	if p := st.Retry.Progress; st.Retry.Running && p != nil {
+		fmt.Fprintf(w, "retry:    pass %d running, %d/%d\n", p.Seq, p.Done, p.Total)
+	}
+	if l := st.Retry.LastPass; l != nil {
+		fmt.Fprintf(w, "last pass: %s\n", passLine(*l))
+	}
+	if len(st.Sync) > 0 {
+		fmt.Fprintf(w, "sync:     captured %d, uploaded %d, already on server %d, failed %d, shed %d\n",
+			st.Sync["captured"], st.Sync["uploaded"], st.Sync["already_known"], st.Sync["failed"], st.Sync["shed"])
+	}
+}
+
+func passLine(l retry.Summary) string {
+	s := fmt.Sprintf("#%d (%s) succeeded %d, failed %d, rejected %d, discarded %d, remaining %d, took %s",
+		l.Seq, l.Reason, l.Succeeded, l.Failed, l.Rejected, l.Discarded, l.Remaining, l.Duration.Round(time.Millisecond))
+	if l.Stopped != "" {
+		s += ", stopped: " + l.Stopped
+	}
+	return s
+}
+
+func newRetryCommand(g *globals) *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "retry [--wait]",
+		Short: "Ask the running instance for a retry pass now (due times ignored)",
+		Args:  cobraArgs(cobra.NoArgs),
+		RunE: func(*cobra.Command, []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var ans struct {
+				Started bool   `json:"started"`
+				Pass    uint64 `json:"pass"`
+			}
+			if err := c.do(http.MethodPost, "/v1/retry", nil, &ans); err != nil {
+				return err
+			}
+			if !wait {
+				if ans.Started {
+					fmt.Fprintf(g.stdout, "retry pass %d started\n", ans.Pass)
+				} else {
+					fmt.Fprintf(g.stdout, "a pass is running; pass %d is queued after it\n", ans.Pass)
+				}
+				return nil
+			}
+			return waitForPass(g, c, ans.Pass)
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the pass to finish, showing progress, and print its summary")
+	return cmd
+}
+
+// waitForPass polls the status until pass seq has ended, printing progress on stderr.
+func waitForPass(g *globals, c *controlClient, seq uint64) error {
+	lastShown := ""
+	for {
+		var st statusDoc
+		if err := c.do(http.MethodGet, "/v1/status", nil, &st); err != nil {
+			return err
+		}
+		if l := st.Retry.LastPass; l != nil && l.Seq >= seq {
+			fmt.Fprintf(g.stdout, "pass %s\n", passLine(*l))
+			return nil
+		}
+		if p := st.Retry.Progress; p != nil {
+			line := fmt.Sprintf("pass %d: %d/%d", p.Seq, p.Done, p.Total)
+			if line != lastShown {
+				fmt.Fprintln(g.stderr, line)
+				lastShown = line
+			}
+		}
+		time.Sleep(pollInterval) // polling a remote process: nothing to wait on but time
+	}
+}
