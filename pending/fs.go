@@ -1,0 +1,133 @@
+package pending
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// fileSystem creates the store's temp files and fsyncs its folders. It is a seam for tests, which
+// wrap it to fail writes with ENOSPC or to skip fsyncs; everything else goes to package os.
+type fileSystem interface {
+	CreateTemp(dir, pattern string) (tempFile, error)
+	SyncDir(dir string) error
+}
+
+// tempFile is the part of *os.File the store writes through.
+type tempFile interface {
+	io.Writer
+	Name() string
+	Sync() error
+	Close() error
+}
+
+type osFS struct{}
+
+func (osFS) CreateTemp(dir, pattern string) (tempFile, error) {
+	// os.CreateTemp makes the file 0600, the mode every store file has.
+	return os.CreateTemp(dir, pattern)
+}
+
+func (osFS) SyncDir(dir string) error { return syncDir(dir) }
+
+// writeTemp streams r into a new temp file in dir, fsyncs and closes it, and returns its path,
+// size and SHA-256. On failure nothing is left behind.
+func writeTemp(fsys fileSystem, dir string, r io.Reader) (path string, size int64, sum string, err error) {
+	f, err := fsys.CreateTemp(dir, tempPrefix+"*.bin")
+	if err != nil {
+		return "", 0, "", fmt.Errorf("create temp file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}()
+	h := sha256.New()
+	size, err = io.Copy(io.MultiWriter(f, h), r)
+	if err != nil {
+		return "", 0, "", fmt.Errorf("write temp file: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return "", 0, "", fmt.Errorf("sync temp file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", 0, "", fmt.Errorf("close temp file: %w", err)
+	}
+	return f.Name(), size, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// writeTempBytes is writeTemp for a small in-memory document (a .json).
+func writeTempBytes(fsys fileSystem, dir string, data []byte) (string, error) {
+	f, err := fsys.CreateTemp(dir, tempPrefix+"*.json")
+	if err != nil {
+		return "", fmt.Errorf("create temp file: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+		if err != nil {
+			err = fmt.Errorf("sync temp file: %w", err)
+		}
+	} else {
+		err = fmt.Errorf("write temp file: %w", err)
+	}
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close temp file: %w", cerr)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// replaceFile atomically replaces dir/name with data: temp file, fsync, rename, fsync dir.
+func replaceFile(fsys fileSystem, dir, name string, data []byte) error {
+	tmp, err := writeTempBytes(fsys, dir, data)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("rename temp file: %w", err)
+	}
+	if err := fsys.SyncDir(dir); err != nil {
+		return fmt.Errorf("sync folder: %w", err)
+	}
+	return nil
+}
+
+// openRegular opens path for reading only if it is a regular file, never through a symlink: the
+// file opened must be the one Lstat saw.
+func openRegular(path string) (*os.File, os.FileInfo, error) {
+	li, err := os.Lstat(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !li.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s is not a regular file (%s)", path, li.Mode().Type())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil || !os.SameFile(li, fi) {
+		_ = f.Close()
+		return nil, nil, fmt.Errorf("%s changed while being opened", path)
+	}
+	return f, fi, nil
+}
+
+// hashFile returns the SHA-256 of r's remaining bytes.
+func hashFile(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

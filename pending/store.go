@@ -1,0 +1,402 @@
+// Package pending is fusou-proxy's durable outbox: the folder of captured assets that are not yet
+// uploaded (SPEC §6). Every capture is committed here, fsync'd, before its first upload starts; a
+// successful upload deletes the entry and a failed one stays with its reason for the retry
+// service, so a crash at any moment after the commit loses nothing.
+//
+// Start with Open, which takes the folder's lock, sweeps up what a crash left behind and indexes
+// every entry's metadata in memory. Save and Adopt commit new entries; List, Get, Stats and Has
+// answer from the index without touching the .bin files; Open (the method) hands an entry's bytes
+// to the uploader after checking their SHA-256; RecordAttempt, Delete and Reject record the
+// outcome; Cleanup and Purge remove what should no longer be retried. TryHold is an in-memory lease
+// so that a live upload and a retry pass never send one entry twice at once.
+//
+// On disk an entry is <id>.bin (the bytes) and <id>.json (Meta, exactly SPEC §6's fields). The
+// store also keeps, in memory only, a Retry-After hint per entry (Entry.NotBefore): the SPEC's
+// JSON has no field for it, so it is forgotten on restart and the retry service falls back to
+// its own backoff.
+//
+// Only this package opens files in the folder; the rest of the program goes through a Store.
+package pending
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults, matching configs.toml (SPEC §3).
+const (
+	// DefaultMaxFiles is the number of entries kept before the oldest are evicted.
+	DefaultMaxFiles = 100000
+	// DefaultMaxBytes is the total .bin size kept before the oldest are evicted (2 GiB).
+	DefaultMaxBytes int64 = 2 << 30
+	// DefaultTTL is the age after which Cleanup discards an entry.
+	DefaultTTL = 24 * time.Hour
+	// DefaultMaxAttempts is the attempt count at which Cleanup discards an entry.
+	DefaultMaxAttempts = 5
+)
+
+// File names inside the store folder.
+const (
+	lockName     = ".lock"
+	tempPrefix   = ".tmp-"
+	rejectedDir  = "rejected"
+	corruptDir   = "corrupt"
+	orphanMinAge = time.Minute // a .bin without .json younger than this is left alone at open
+	dirMode      = 0o700
+	fileMode     = 0o600
+)
+
+// Options configures a Store. The zero value of every field but Dir works.
+type Options struct {
+	// Dir is the store folder, <data_dir>/pending_uploads. It is created (0700) unless ReadOnly.
+	Dir string
+	// MaxFiles caps the number of entries; a save that would pass it evicts the oldest.
+	// 0 means DefaultMaxFiles; negative means no cap.
+	MaxFiles int
+	// MaxBytes caps the total size of the .bin files, like MaxFiles.
+	// 0 means DefaultMaxBytes; negative means no cap.
+	MaxBytes int64
+	// TTL is the age at which Cleanup discards an entry. 0 means DefaultTTL; negative, never.
+	TTL time.Duration
+	// MaxAttempts is the attempt count at which Cleanup discards an entry.
+	// 0 means DefaultMaxAttempts; negative, never.
+	MaxAttempts int
+	// ReadOnly opens the store without its lock and without changing anything on disk, for
+	// `pending list/show` while the proxy runs. Calls that would change the store fail with
+	// ErrReadOnly; unreadable entries are skipped and logged instead of moved.
+	ReadOnly bool
+	// Logger receives the store's log lines. nil means zap.NewNop().
+	Logger *zap.Logger
+	// Now is the clock, a test seam. nil means time.Now.
+	Now func() time.Time
+
+	// fs creates the temp files; tests swap it to inject faults such as ENOSPC. nil means osFS.
+	fs fileSystem
+}
+
+// Stats summarises the store.
+type Stats struct {
+	Count  int
+	Bytes  int64
+	Oldest time.Time // zero when the store is empty
+}
+
+// Discarded names an entry that Cleanup removed, and why (expired or max_attempts).
+type Discarded struct {
+	ID     string
+	Key    string
+	Reason string
+}
+
+// Reasons logged with "Discarded pending upload" (SPEC §7).
+const (
+	ReasonExpired     = "expired"
+	ReasonMaxAttempts = "max_attempts"
+	ReasonCapacity    = "capacity"
+	ReasonCorrupt     = "corrupt"
+)
+
+// Store is an open pending folder. Its methods are safe for concurrent use.
+type Store struct {
+	dir      string
+	opts     Options
+	log      *zap.Logger
+	fs       fileSystem
+	lockFile *os.File // nil when read-only
+
+	// life guards closed. Every call that touches the disk holds it shared, and Close holds it
+	// exclusively, so Close waits for those calls to finish.
+	life   sync.RWMutex
+	closed bool
+
+	mu sync.Mutex // guards the fields below and every entry's state fields
+	// byID and byKey index the live entries; order holds them sorted oldest first by
+	// (created_at, id), plus removed ones (gone) until the next compaction.
+	byID  map[string]*entry
+	byKey map[keyHash]*entry
+	order []*entry
+	dead  int   // removed entries still in order
+	bytes int64 // total size of the live entries
+	// inflight marks (key, hash) pairs being saved; the channel closes when that save ends.
+	inflight map[keyHash]chan struct{}
+	// reservedFiles and reservedBytes count saves that made room but have not committed yet.
+	reservedFiles int
+	reservedBytes int64
+}
+
+type keyHash struct{ key, hash string }
+
+// entry is the index's record of one entry.
+type entry struct {
+	// io serialises the file operations on this entry (rewrite, move, removal). Take it before
+	// Store.mu, never while holding it, except with TryLock.
+	io sync.Mutex
+
+	// guarded by Store.mu
+	e    Entry
+	held bool // leased by TryHold
+	gone bool // removed from the index; its files are being or have been removed
+}
+
+func (e *entry) size() int64 { return e.e.Context.FileSize }
+
+// Open opens the store in opts.Dir. Unless ReadOnly, it takes the folder's lock (a second process
+// gets ErrLocked at once), removes temp files and orphans, moves unreadable entries to corrupt/
+// and logs each. It reads every .json but no .bin contents.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, fmt.Errorf("open pending store: no folder given")
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.fs == nil {
+		opts.fs = osFS{}
+	}
+	opts.MaxFiles = orDefault(opts.MaxFiles, DefaultMaxFiles)
+	opts.MaxBytes = orDefault(opts.MaxBytes, DefaultMaxBytes)
+	opts.TTL = orDefault(opts.TTL, DefaultTTL)
+	opts.MaxAttempts = orDefault(opts.MaxAttempts, DefaultMaxAttempts)
+
+	s := &Store{
+		dir:      filepath.Clean(opts.Dir),
+		opts:     opts,
+		log:      opts.Logger,
+		fs:       opts.fs,
+		byID:     make(map[string]*entry),
+		byKey:    make(map[keyHash]*entry),
+		inflight: make(map[keyHash]chan struct{}),
+	}
+	if !opts.ReadOnly {
+		if err := os.MkdirAll(s.dir, dirMode); err != nil {
+			return nil, fmt.Errorf("create pending folder: %w", err)
+		}
+		f, err := os.OpenFile(filepath.Join(s.dir, lockName), os.O_RDWR|os.O_CREATE, fileMode)
+		if err != nil {
+			return nil, fmt.Errorf("open lock file: %w", err)
+		}
+		if err := lockFile(f); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock pending folder %s: %w", s.dir, err)
+		}
+		s.lockFile = f
+	}
+	if err := s.load(); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("load pending folder %s: %w", s.dir, err)
+	}
+	return s, nil
+}
+
+// orDefault applies the Options convention: zero means def, negative means no limit (0 after).
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// Close waits for calls in progress and releases the lock. Readers returned by Open stay usable.
+func (s *Store) Close() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.lockFile != nil {
+		if err := s.lockFile.Close(); err != nil {
+			return fmt.Errorf("close lock file: %w", err)
+		}
+	}
+	return nil
+}
+
+// Dir returns the store folder.
+func (s *Store) Dir() string { return s.dir }
+
+// begin starts a call that touches the disk; on success the caller must s.life.RUnlock().
+func (s *Store) begin(write bool) error {
+	s.life.RLock()
+	switch {
+	case s.closed:
+		s.life.RUnlock()
+		return ErrClosed
+	case write && s.opts.ReadOnly:
+		s.life.RUnlock()
+		return ErrReadOnly
+	}
+	return nil
+}
+
+// List returns every entry, oldest first (created_at, then id). It reads only memory.
+func (s *Store) List() []Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Entry, 0, len(s.byID))
+	for _, e := range s.order {
+		if !e.gone {
+			out = append(out, e.snapshot())
+		}
+	}
+	return out
+}
+
+// Get returns one entry, or ErrNotFound.
+func (s *Store) Get(id string) (Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.byID[id]
+	if e == nil {
+		return Entry{}, fmt.Errorf("get %s: %w", id, ErrNotFound)
+	}
+	return e.snapshot(), nil
+}
+
+// Has reports whether an entry holds (key, hash), so the caller can skip a capture it already has.
+func (s *Store) Has(key, hash string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byKey[keyHash{key, hash}] != nil
+}
+
+// Stats returns the entry count, their total size and the oldest creation time.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Count: len(s.byID), Bytes: s.bytes}
+	if e := s.oldestLocked(); e != nil {
+		st.Oldest = e.e.Created()
+	}
+	return st
+}
+
+// TryHold leases an entry for one upload. It returns ok=false when the entry is unknown or
+// already held; otherwise release ends the lease (calling it again does nothing). Held entries
+// are skipped by eviction, Cleanup and Purge.
+func (s *Store) TryHold(id string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.byID[id]
+	if e == nil || e.held {
+		return nil, false
+	}
+	e.held = true
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			e.held = false
+			s.mu.Unlock()
+		})
+	}, true
+}
+
+// snapshot copies e for a caller. mu must be held.
+func (e *entry) snapshot() Entry {
+	out := e.e
+	out.Headers = maps.Clone(e.e.Headers)
+	return out
+}
+
+func entryLess(a, b *Entry) bool {
+	if a.CreatedAt != b.CreatedAt {
+		return a.CreatedAt < b.CreatedAt
+	}
+	return a.ID < b.ID
+}
+
+// insertLocked adds e to the index. mu must be held.
+func (s *Store) insertLocked(e *entry) {
+	s.byID[e.e.ID] = e
+	k := keyHash{e.e.Context.Key, e.e.Context.ContentHash}
+	if s.byKey[k] == nil {
+		s.byKey[k] = e
+	}
+	s.bytes += e.size()
+	// New entries are almost always the newest, so this is usually an append.
+	i := sort.Search(len(s.order), func(i int) bool { return entryLess(&e.e, &s.order[i].e) })
+	s.order = slices.Insert(s.order, i, e)
+}
+
+// removeLocked drops e from the index; it reports false if e was already gone. mu must be held.
+func (s *Store) removeLocked(e *entry) bool {
+	if e.gone {
+		return false
+	}
+	e.gone = true
+	delete(s.byID, e.e.ID)
+	k := keyHash{e.e.Context.Key, e.e.Context.ContentHash}
+	if s.byKey[k] == e {
+		delete(s.byKey, k)
+	}
+	s.bytes -= e.size()
+	s.dead++
+	// Compact once half of order is dead, so removals stay O(1) amortised.
+	if s.dead > 64 && s.dead > len(s.order)/2 {
+		s.order = slices.DeleteFunc(s.order, func(e *entry) bool { return e.gone })
+		s.dead = 0
+	}
+	return true
+}
+
+// oldestLocked returns the oldest live entry, or nil. mu must be held.
+func (s *Store) oldestLocked() *entry {
+	for len(s.order) > 0 && s.order[0].gone {
+		s.order[0] = nil
+		s.order = s.order[1:]
+		s.dead--
+	}
+	if len(s.order) == 0 {
+		return nil
+	}
+	return s.order[0]
+}
+
+// acquire looks up id and takes its io lock, for a call that rewrites or removes the entry.
+// The caller must unlock e.io.
+func (s *Store) acquire(id string) (*entry, error) {
+	s.mu.Lock()
+	e := s.byID[id]
+	s.mu.Unlock()
+	if e == nil {
+		return nil, ErrNotFound
+	}
+	e.io.Lock()
+	s.mu.Lock()
+	gone := e.gone
+	s.mu.Unlock()
+	if gone {
+		e.io.Unlock()
+		return nil, ErrNotFound
+	}
+	return e, nil
+}
+
+// path returns the path of name inside the store folder.
+func (s *Store) path(name ...string) string {
+	return filepath.Join(append([]string{s.dir}, name...)...)
+}
+
+// removeIfExists removes path, treating "already gone" as success.
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
