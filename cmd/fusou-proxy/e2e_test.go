@@ -213,6 +213,27 @@ func (in *instance) client() *http.Client {
 	}}
 }
 
+// metrics scrapes GET /metrics with the control token.
+func (in *instance) metrics() string {
+	in.t.Helper()
+	tok, err := os.ReadFile(filepath.Join(in.data, "control.token"))
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+in.controlAddr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		in.t.Fatalf("/metrics: %d %s", resp.StatusCode, b)
+	}
+	return string(b)
+}
+
 type statusJSON struct {
 	Pending struct {
 		Count int `json:"count"`
@@ -294,6 +315,13 @@ func TestEndToEndGoClientNoSessionThenSession(t *testing.T) {
 	if st := in.cli("", "status"); !strings.Contains(st, "session:  set") || !strings.Contains(st, "pending:  0 entries") {
 		t.Errorf("status:\n%s", st)
 	}
+	metrics := in.metrics()
+	for _, want := range []string{`fusou_uploads_total{outcome="success"} 3`, "fusou_captures_total 3",
+		"fusou_pending_entries 0", "fusou_retry_passes_total", "fusou_leaf_cache_hits_total", "fusou_retry_pass_duration_seconds_count"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	// The same assets again: known, no new upload.
 	for p := range game.assets {
 		resp, err := c.Get("https://" + gameHost + p)
@@ -335,10 +363,7 @@ func assertNoSecrets(t *testing.T, dir string, secrets ...string) {
 }
 
 func TestEndToEndCurl(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed (.ci/run installs it)")
-	}
+	curl := requireTool(t, "curl")
 	game, api := newGameServer(t), assettest.NewServer()
 	defer api.Close()
 	api.AddToken("e2e-access-token-0123456789abcdef")
@@ -372,14 +397,8 @@ func TestEndToEndCurl(t *testing.T) {
 // proxy, with the exported CA trusted through an NSS database, and checks that its images
 // reach the API.
 func TestEndToEndChromium(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (.ci/run installs it)")
-	}
-	certutil, err := exec.LookPath("certutil")
-	if err != nil {
-		t.Skip("certutil not installed (libnss3-tools; .ci/run installs it)")
-	}
+	chromium := requireTool(t, "chromium")
+	certutil := requireTool(t, "certutil")
 	game, api := newGameServer(t), assettest.NewServer()
 	defer api.Close()
 	api.AddToken("e2e-access-token-0123456789abcdef")
@@ -423,6 +442,21 @@ func TestEndToEndChromium(t *testing.T) {
 		}
 		waitFor(t, "the upload of "+p, func() bool { return api.UploadCount("assets"+p, sha(want)) == 1 })
 	}
+}
+
+// requireTool finds a client program; without it the test is skipped on a developer's machine
+// but fails in CI, where .ci/run installs it.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed, though .ci/run installs it", name)
+	}
+	t.Skipf("%s is not installed (.ci/run installs it)", name)
+	return ""
 }
 
 func runWithTimeout(cmd *exec.Cmd, d time.Duration) error {
@@ -512,4 +546,11 @@ func TestLiveConfigEdit(t *testing.T) {
 	if !strings.Contains(in.logs.String(), `"reason":"max_attempts"`) {
 		t.Error("no Discarded pending upload line with reason max_attempts")
 	}
+	// A key that needs a restart says so.
+	edit(strings.Replace(string(orig), "interval_seconds = 3600", "interval_seconds = 3600\nmax_attempts = 1", 1) +
+		"\n[app]\ndata_dir = \"/elsewhere\"\n")
+	waitFor(t, "the restart notice", func() bool {
+		return strings.Contains(in.logs.String(), "Config change needs a restart to take effect") &&
+			strings.Contains(in.logs.String(), "app.data_dir")
+	})
 }
