@@ -1,6 +1,8 @@
 package assets
 
 import (
+	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,7 +13,9 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -25,6 +29,7 @@ const spoolPattern = "capture-*"
 type Spool struct {
 	p        *Pipeline
 	f        *os.File
+	w        *bufio.Writer // batches the proxy's small chunks into few file writes
 	urlPath  string
 	encoding string    // "" for identity, else gzip, deflate or br
 	sum      hash.Hash // nil when encoded: the hash is of the decoded bytes, taken at commit
@@ -53,13 +58,14 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Spool {
 		p.log.Debug("capture skipped: unknown content encoding", zap.String("path", req.URL.Path), zap.String("encoding", enc))
 		return nil
 	}
-	f, err := os.CreateTemp(p.spoolDir, spoolPattern)
+	f, err := p.spoolFile()
 	if err != nil {
 		p.stats.shed.Add(1)
 		p.log.Warn("capture shed: cannot create spool file", zap.String("path", req.URL.Path), zap.Error(err))
 		return nil
 	}
-	s := &Spool{p: p, f: f, urlPath: req.URL.Path, encoding: enc}
+	s := &Spool{p: p, f: f, w: bufioPool.Get().(*bufio.Writer), urlPath: req.URL.Path, encoding: enc}
+	s.w.Reset(f)
 	if enc == "" {
 		s.sum = sha256.New()
 	}
@@ -81,7 +87,7 @@ func (s *Spool) Write(b []byte) (int, error) {
 	if s.failed {
 		return 0, errSpoolFailed
 	}
-	n, err := s.f.Write(b)
+	n, err := s.w.Write(b)
 	s.n += int64(n)
 	if s.sum != nil {
 		s.sum.Write(b[:n])
@@ -100,7 +106,13 @@ var errSpoolFailed = errors.New("spool write failed earlier")
 // full the capture is shed (counted and logged) rather than block the client.
 func (s *Spool) Finish(complete bool) {
 	name := s.f.Name()
+	flushErr := s.w.Flush()
+	s.w.Reset(nil)
+	bufioPool.Put(s.w)
 	closeErr := s.f.Close()
+	if closeErr == nil {
+		closeErr = flushErr
+	}
 	if !complete || s.failed || closeErr != nil || s.n == 0 {
 		os.Remove(name)
 		return
@@ -116,6 +128,60 @@ func (s *Spool) Finish(complete bool) {
 		os.Remove(name)
 		s.p.stats.shed.Add(1)
 		s.p.log.Warn("capture shed: commit queue full", zap.String("path", s.urlPath), zap.Int64("size", s.n))
+	}
+}
+
+// spoolBufferSize covers a typical game image in one write.
+const spoolBufferSize = 64 << 10
+
+var bufioPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, spoolBufferSize) }}
+
+// spareSpools is how many empty spool files are kept ready, so that a capture does not pay
+// for creating one on the client's path.
+const spareSpools = 16
+
+// spoolFile takes a ready spool file, or creates one if none is ready.
+func (p *Pipeline) spoolFile() (*os.File, error) {
+	select {
+	case f := <-p.spares:
+		return f, nil
+	default:
+		return os.CreateTemp(p.spoolDir, spoolPattern)
+	}
+}
+
+// keepSpares keeps the spares channel full until ctx ends, then removes the unused files.
+func (p *Pipeline) keepSpares(ctx context.Context) {
+	defer p.wg.Done()
+	defer func() {
+		for {
+			select {
+			case f := <-p.spares:
+				f.Close()
+				os.Remove(f.Name())
+			default:
+				return
+			}
+		}
+	}()
+	for {
+		f, err := os.CreateTemp(p.spoolDir, spoolPattern)
+		if err != nil {
+			p.log.Warn("create spare spool file", zap.Error(err))
+			select { // a full disk: try again later; captures create their own meanwhile
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		select {
+		case p.spares <- f:
+		case <-ctx.Done():
+			f.Close()
+			os.Remove(f.Name())
+			return
+		}
 	}
 }
 

@@ -69,6 +69,7 @@ type Pipeline struct {
 	settings atomic.Pointer[Settings]
 	stats    counters
 
+	spares  chan *os.File // empty spool files ready for captures
 	commits chan finished // completed captures waiting for their commit
 	uploads chan string   // ids of committed entries waiting for a worker
 
@@ -104,6 +105,7 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 	}
 	p := &Pipeline{
 		o: o, log: o.Logger, store: o.Store, spoolDir: o.SpoolDir,
+		spares:  make(chan *os.File, spareSpools),
 		commits: make(chan finished, o.QueueSize),
 		uploads: make(chan string, o.QueueSize),
 		seen:    make(map[keyHash]struct{}),
@@ -121,7 +123,8 @@ func (p *Pipeline) SetSettings(s Settings) {
 // Run starts the committer and the upload workers; Close stops them.
 func (p *Pipeline) Run(ctx context.Context) {
 	ctx, p.cancel = context.WithCancel(ctx)
-	p.wg.Add(1 + p.o.Workers)
+	p.wg.Add(2 + p.o.Workers)
+	go p.keepSpares(ctx)
 	go p.committer(ctx)
 	for range p.o.Workers {
 		go p.worker(ctx)

@@ -141,8 +141,11 @@ func TestCaptureIsCommittedThenUploaded(t *testing.T) {
 	if s := f.p.Stats(); s.Captured != 1 || s.Committed != 1 || s.Uploaded != 1 {
 		t.Errorf("stats = %+v", s)
 	}
+	if err := f.p.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if n := len(mustGlob(t, filepath.Join(f.dir, "spool", "*"))); n != 0 {
-		t.Errorf("%d files left in the spool folder", n)
+		t.Errorf("%d files left in the spool folder after Close", n)
 	}
 }
 
