@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // fileSystem creates the store's temp files and fsyncs its folders. It is a seam for tests, which
@@ -33,6 +34,10 @@ func (osFS) CreateTemp(dir, pattern string) (tempFile, error) {
 
 func (osFS) SyncDir(dir string) error { return syncDir(dir) }
 
+// copyBuffers hold the buffers writeTemp copies through: larger than io.Copy's 32 KiB, so that a
+// typical asset takes one or two write calls, and reused, so that each save does not allocate one.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
 // writeTemp streams r into a new temp file in dir, fsyncs and closes it, and returns its path,
 // size and SHA-256. On failure nothing is left behind.
 func writeTemp(fsys fileSystem, dir string, r io.Reader) (path string, size int64, sum string, err error) {
@@ -47,7 +52,9 @@ func writeTemp(fsys fileSystem, dir string, r io.Reader) (path string, size int6
 		}
 	}()
 	h := sha256.New()
-	size, err = io.Copy(io.MultiWriter(f, h), r)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	size, err = io.CopyBuffer(io.MultiWriter(f, h), r, *bp)
 	if err != nil {
 		return "", 0, "", fmt.Errorf("write temp file: %w", err)
 	}

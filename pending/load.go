@@ -35,13 +35,14 @@ func (s *Store) load() error {
 	if err != nil {
 		return fmt.Errorf("read folder: %w", err)
 	}
-	types := make(map[string]fs.FileMode, len(dirents))
-	var jsons []string
+	// The .json files name the entries; their directory-entry types catch a symlinked .json
+	// without a stat.
+	jsonTypes := make(map[string]fs.FileMode, len(dirents)/2)
+	var stems []string
 	for _, d := range dirents {
-		name := d.Name()
-		types[name] = d.Type()
-		if stem, ok := strings.CutSuffix(name, ".json"); ok && !strings.HasPrefix(name, tempPrefix) {
-			jsons = append(jsons, stem)
+		if stem, ok := strings.CutSuffix(d.Name(), ".json"); ok && !strings.HasPrefix(stem, tempPrefix) {
+			jsonTypes[stem] = d.Type()
+			stems = append(stems, stem)
 		}
 	}
 
@@ -53,8 +54,7 @@ func (s *Store) load() error {
 			// An interrupted write: never part of a committed entry.
 			changed = s.removeStray(name, "temp file") || changed
 		case strings.HasSuffix(name, ".bin"):
-			stem := strings.TrimSuffix(name, ".bin")
-			if _, ok := types[stem+".json"]; ok {
+			if _, ok := jsonTypes[strings.TrimSuffix(name, ".bin")]; ok {
 				continue
 			}
 			// A .bin whose .json never landed. SPEC §6 gives it a minute's grace.
@@ -79,7 +79,7 @@ func (s *Store) load() error {
 		}
 	}
 
-	results := s.scan(jsons, types)
+	results := s.scan(stems, jsonTypes)
 	var good []*entry
 	for i := range results {
 		r := &results[i]
@@ -133,7 +133,9 @@ func (s *Store) load() error {
 			}
 		}
 		// Same order as good, so this is an append.
+		s.mu.Lock()
 		s.insertLocked(e)
+		s.mu.Unlock()
 	}
 
 	if changed {
@@ -165,8 +167,8 @@ func readDir(dir string) ([]fs.DirEntry, error) {
 }
 
 // scan reads and checks every <stem>.json and the size of its .bin, in parallel: at 100,000
-// entries the syscalls and JSON decoding dominate Open.
-func (s *Store) scan(stems []string, types map[string]fs.FileMode) []scanned {
+// entries the syscalls and decoding dominate Open.
+func (s *Store) scan(stems []string, jsonTypes map[string]fs.FileMode) []scanned {
 	results := make([]scanned, len(stems))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -178,7 +180,7 @@ func (s *Store) scan(stems []string, types map[string]fs.FileMode) []scanned {
 				if i >= len(stems) {
 					return
 				}
-				results[i], buf = s.check(stems[i], types, buf)
+				results[i], buf = s.check(stems[i], jsonTypes[stems[i]], buf)
 			}
 		})
 	}
@@ -186,14 +188,16 @@ func (s *Store) scan(stems []string, types map[string]fs.FileMode) []scanned {
 	return results
 }
 
-// check validates one entry; buf is a reusable read buffer.
-func (s *Store) check(stem string, types map[string]fs.FileMode, buf []byte) (scanned, []byte) {
+// check validates one entry whose .json has directory-entry type typ; buf is a reusable read
+// buffer.
+func (s *Store) check(stem string, typ fs.FileMode, buf []byte) (scanned, []byte) {
 	r := scanned{stem: stem}
-	if t := types[stem+".json"]; !t.IsRegular() {
-		r.problem = fmt.Sprintf(".json is not a regular file (%s)", t)
+	if !typ.IsRegular() {
+		r.problem = fmt.Sprintf(".json is not a regular file (%s)", typ)
 		return r, buf
 	}
-	data, err := readSmall(s.path(stem+".json"), buf, maxMetaBytes)
+	base := s.dir + string(os.PathSeparator) + stem
+	data, err := readSmall(base+".json", buf, maxMetaBytes)
 	if err != nil {
 		r.problem = "read .json: " + err.Error()
 		return r, buf
@@ -204,12 +208,8 @@ func (s *Store) check(stem string, types map[string]fs.FileMode, buf []byte) (sc
 		r.problem = err.Error()
 		return r, buf
 	}
-	if _, ok := types[stem+".bin"]; !ok {
-		r.noBin = true
-		return r, buf
-	}
 	// lstat, so that a symlink in place of the .bin is caught rather than followed.
-	size, regular, err := lstatSize(s.path(stem + ".bin"))
+	size, regular, err := lstatSize(base + ".bin")
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		r.noBin = true

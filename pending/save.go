@@ -252,8 +252,8 @@ func (e *entry) snapshotSafe(s *Store) Entry {
 // being uploaded (SPEC §6) until the limits hold. The caller must unreserveRoom(size) once the
 // entry is committed or abandoned.
 func (s *Store) makeRoom(size int64) error {
-	maxFiles, maxBytes := s.opts.MaxFiles, s.opts.MaxBytes
 	s.mu.Lock()
+	maxFiles, maxBytes := s.opts.MaxFiles, s.opts.MaxBytes // SetLimits changes them under mu
 	if maxBytes > 0 && size > maxBytes {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: entry of %d bytes is over max_pending_bytes %d", ErrFull, size, maxBytes)

@@ -118,7 +118,7 @@ type Store struct {
 	life   sync.RWMutex
 	closed bool
 
-	mu sync.Mutex // guards the fields below and every entry's state fields
+	mu sync.Mutex // guards the fields below, every entry's state fields and opts' limits (SetLimits)
 	// byID and byKey index the live entries; order holds them sorted oldest first by
 	// (created_at, id), plus removed ones (gone) until the next compaction.
 	byID  map[string]*entry

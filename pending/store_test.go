@@ -295,7 +295,9 @@ func TestCapacityEviction(t *testing.T) {
 		}
 		release()
 		releaseC()
-		_ = b
+		if got := listDir(t, s.Dir()); slices.Contains(got, b.ID+".json") || slices.Contains(got, b.ID+".bin") {
+			t.Errorf("evicted entry still on disk: %v", got)
+		}
 	})
 	t.Run("no limit", func(t *testing.T) {
 		s := mustOpen(t, t.TempDir(), Options{MaxFiles: -1, MaxBytes: -1})
@@ -649,4 +651,31 @@ func TestRemovalRacesAttempt(t *testing.T) {
 		t.Errorf("%d .json files, index has %d", onDisk, s.Stats().Count)
 	}
 	assertNoTemp(t, s.Dir())
+}
+
+// TestSetLimits: new limits apply from the next save and cleanup, and changing them while saves
+// run is safe (under -race).
+func TestSetLimits(t *testing.T) {
+	clock := newClock()
+	s := mustOpen(t, t.TempDir(), Options{MaxFiles: -1, Now: clock.Now})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range 20 {
+			s.SetLimits(-1, int64(1000+i), time.Hour, 3)
+		}
+	})
+	for i := range 10 {
+		mustSave(t, s.Store, fmt.Sprintf("assets/%d", i), []byte{byte(i)})
+	}
+	wg.Wait()
+	s.SetLimits(4, -1, 10*time.Minute, 0)
+	clock.Add(time.Second)
+	mustSave(t, s.Store, "assets/new", []byte("new"))
+	if got := s.Stats().Count; got != 4 {
+		t.Errorf("Count = %d after lowering MaxFiles to 4", got)
+	}
+	clock.Add(10 * time.Minute)
+	if got := s.Cleanup(clock.Now()); len(got) != 4 {
+		t.Errorf("Cleanup with a 10-minute TTL = %v", got)
+	}
 }
