@@ -554,3 +554,54 @@ func TestLiveConfigEdit(t *testing.T) {
 			strings.Contains(in.logs.String(), "app.data_dir")
 	})
 }
+
+func TestPendingCommands(t *testing.T) {
+	game, api := newGameServer(t), assettest.NewServer()
+	defer api.Close()
+	in := startInstance(t, game, api, "") // no session: captures stay pending
+	c := in.client()
+	for _, p := range []string{"/kcs2/img/title/01.png", "/kcs2/img/title/02.png"} {
+		resp, err := c.Get("https://" + gameHost + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	waitFor(t, "2 pending entries", func() bool { return in.status().Pending.Count == 2 })
+
+	list := in.cli("", "pending", "list") // read-only, beside the running proxy
+	if !strings.Contains(list, "2 entries") {
+		t.Fatalf("pending list:\n%s", list)
+	}
+	id := strings.Fields(strings.Split(list, "\n")[1])[0]
+	var shown map[string]any
+	if err := json.Unmarshal([]byte(in.cli("", "pending", "show", id)), &shown); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"id", "target_url", "headers", "created_at", "attempt_count", "last_attempt_at", "last_error", "file_path", "context"} {
+		if _, ok := shown[k]; !ok {
+			t.Errorf("pending show lacks %q: %v", k, shown)
+		}
+	}
+
+	purge := in.command("pending", "purge", "--all")
+	var stderr bytes.Buffer
+	purge.Stderr = &stderr
+	if err := purge.Run(); err == nil || !strings.Contains(stderr.String(), "stop the running fusou-proxy first") {
+		t.Errorf("purge beside a running proxy: %v, %q; want a refusal naming the cause", err, stderr.String())
+	}
+	bad := in.command("pending", "purge")
+	bad.Run()
+	if code := bad.ProcessState.ExitCode(); code != 2 {
+		t.Errorf("purge without --expired/--all: exit %d, want 2", code)
+	}
+
+	in.stop()
+	if out := in.cli("", "pending", "purge", "--all"); !strings.Contains(out, "purged 2") {
+		t.Errorf("purge --all printed %q", out)
+	}
+	if list := in.cli("", "pending", "list"); !strings.Contains(list, "0 entries") {
+		t.Errorf("after purge:\n%s", list)
+	}
+}
