@@ -220,6 +220,12 @@ func (s *Service) deliverAll(ctx context.Context, seq uint64, due []pendingEntry
 		go func() {
 			defer wg.Done()
 			for e := range jobs {
+				mu.Lock()
+				halt := stop // set by an auth failure while this job was being handed over
+				mu.Unlock()
+				if halt {
+					continue
+				}
 				out, why := s.opts.Deliverer.Deliver(ctx, e)
 				mu.Lock()
 				done++

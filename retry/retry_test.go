@@ -127,11 +127,14 @@ func waitPass(t *testing.T, p *passes) Summary {
 }
 
 func TestManyConcurrentTriggersSingleFlight(t *testing.T) {
-	st := mustStore(t, 0, pending.Options{})
+	// One entry that always fails transiently: every pass does real work (an fsync'd
+	// attempt record), as passes do, so triggers arriving meanwhile must coalesce.
+	st := mustStore(t, 1, pending.Options{MaxAttempts: -1})
 	core, logs := observer.New(zap.InfoLevel)
 	p := newPasses()
 	d := &fakeDeliverer{store: st}
 	d.session.Store(true)
+	d.fail.Store(true)
 	s := startService(t, Options{Store: st, Deliverer: d, OnPass: p.add, Logger: zap.New(core),
 		Settings: Settings{Interval: time.Hour}})
 
@@ -142,13 +145,13 @@ func TestManyConcurrentTriggersSingleFlight(t *testing.T) {
 	const goroutines, each = 50, 20 // 1,000 triggers
 	trigs := make(chan trig, goroutines*each)
 	var wg sync.WaitGroup
-	for g := range goroutines {
+	for range goroutines {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range each {
+			for range each {
 				at := time.Now()
-				_, seq := s.Trigger("test", (g+i)%7 == 0)
+				_, seq := s.Trigger("test", true)
 				trigs <- trig{at, seq}
 			}
 		}()
@@ -193,7 +196,7 @@ func TestManyConcurrentTriggersSingleFlight(t *testing.T) {
 			open = false
 		}
 	}
-	if n := len(p.list()); n > goroutines*each/2 {
+	if n := len(p.list()); n > goroutines*each/10 {
 		t.Errorf("%d passes for %d triggers: triggers during a pass should coalesce", n, goroutines*each)
 	}
 	t.Logf("%d triggers → %d passes", goroutines*each, len(p.list()))
