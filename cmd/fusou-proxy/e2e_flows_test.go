@@ -26,7 +26,6 @@ import (
 // More end-to-end flows (GitHub issue 7, part 1), with the harness of e2e_test.go: the real
 // binary, the local game server, the FUSOU API fake, and the CLI as a user types it.
 
-
 // fullStatus is `fusou-proxy status --json`: the CLI's own document plus the proxy's counters.
 type fullStatus struct {
 	statusDoc
