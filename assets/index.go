@@ -9,14 +9,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/fusou-proxy/fusou-proxy/internal/atomicfile"
 	"go.uber.org/zap"
 )
 
@@ -348,59 +347,8 @@ func (ix *Index) save() error {
 	if err != nil {
 		return fmt.Errorf("encode asset index: %w", err)
 	}
-	if err := writeFileAtomic(ix.path, b); err != nil {
+	if err := atomicfile.WriteFile(ix.path, b, 0o600); err != nil {
 		return fmt.Errorf("write asset index: %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic replaces path with data, mode 0600: a temp file in the
-// same folder, fsync'd, renamed over path, then the folder fsync'd, so a
-// crash leaves the old file or the new one, never a mix.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create folder: %w", err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp") // mode 0600
-	if err != nil {
-		return fmt.Errorf("create temp file: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write temp file: %w", err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("sync temp file: %w", err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close temp file: %w", err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename temp file: %w", err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable. Windows cannot open a folder for
-// syncing, and its rename is durable enough without.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open folder: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync folder: %w", err)
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fusou-proxy/fusou-proxy/internal/atomicfile"
 	"go.uber.org/zap"
 )
 
@@ -170,7 +171,7 @@ func load(dir string, logger *zap.Logger, now time.Time) (*x509.Certificate, *ec
 	}
 	if !bytes.Equal(der, cert.Raw) {
 		logger.Warn("Rewriting CA DER file from the PEM file", zap.String("file", filepath.Join(dir, CertDERFile)))
-		if err := writeFileAtomic(dir, CertDERFile, cert.Raw, 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, CertDERFile), cert.Raw, 0o644); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -216,58 +217,19 @@ func writeCA(dir string, cert *x509.Certificate, key *ecdsa.PrivateKey) error {
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	clear(der)
-	err = writeFileAtomic(dir, KeyFile, keyPEM, 0o600)
+	err = atomicfile.WriteFile(filepath.Join(dir, KeyFile), keyPEM, 0o600)
 	clear(keyPEM)
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(dir, CertDERFile, cert.Raw, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, CertDERFile), cert.Raw, 0o644); err != nil {
 		return err
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
-	return writeFileAtomic(dir, CertFile, certPEM, 0o644)
+	return atomicfile.WriteFile(filepath.Join(dir, CertFile), certPEM, 0o644)
 }
 
-// writeFileAtomic replaces dir/name with data: a temp file in dir, fsync, close, rename,
-// then an fsync of dir, so a crash leaves either the old file or the new one. The temp file
-// is removed on failure.
-func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+tmpMarker+"*")
-	if err != nil {
-		return fmt.Errorf("create temp file for %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	// Set the mode before any byte is written, so a key is never readable by others.
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("chmod temp file for %s: %w", name, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", name, err)
-	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename %s: %w", name, err)
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("sync ca folder: %w", err)
-	}
-	return nil
-}
-
-// tmpMarker is part of every temp file's name, so removeTempFiles finds them.
-const tmpMarker = ".tmp-"
-
-// removeTempFiles deletes temp files left by a crash in writeFileAtomic. They may hold
+// removeTempFiles deletes temp files left by a crash in atomicfile.WriteFile. They may hold
 // part of a key, so they are removed rather than kept.
 func removeTempFiles(dir string, logger *zap.Logger) {
 	entries, err := os.ReadDir(dir)
@@ -275,7 +237,7 @@ func removeTempFiles(dir string, logger *zap.Logger) {
 		return
 	}
 	for _, e := range entries {
-		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), tmpMarker) {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), atomicfile.TempMarker) {
 			path := filepath.Join(dir, e.Name())
 			if err := os.Remove(path); err != nil {
 				logger.Warn("Could not remove CA temp file", zap.String("file", path), zap.Error(err))
@@ -316,10 +278,10 @@ func moveAside(dir string, now time.Time) (string, error) {
 			return "", fmt.Errorf("move %s: %w", name, err)
 		}
 	}
-	if err := syncDir(old); err != nil {
+	if err := atomicfile.SyncDir(old); err != nil {
 		return "", fmt.Errorf("sync %s: %w", old, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return "", fmt.Errorf("sync ca folder: %w", err)
 	}
 	return old, nil

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fusou-proxy/fusou-proxy/internal/atomicfile"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -242,8 +243,8 @@ func TestOpen_RepairsDerivedState(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "ca")
 	a := mustOpen(t, Options{Dir: dir})
 
-	// A crash inside writeFileAtomic leaves a temp file that may hold key bytes.
-	tmp := filepath.Join(dir, "."+KeyFile+tmpMarker+"123")
+	// A crash inside atomicfile.WriteFile leaves a temp file that may hold key bytes.
+	tmp := filepath.Join(dir, "."+KeyFile+atomicfile.TempMarker+"123")
 	writeTestFile(t, tmp, []byte("partial"))
 	// The DER copy is derived from the PEM file; a stale one is rewritten.
 	writeTestFile(t, filepath.Join(dir, CertDERFile), []byte("stale"))
@@ -409,23 +410,6 @@ func TestKeyNeverLogged(t *testing.T) {
 			if strings.Contains(line, s) {
 				t.Errorf("log line %q contains key material", e.Message)
 			}
-		}
-	}
-}
-
-func TestWriteFileAtomic_FailureLeavesNoTemp(t *testing.T) {
-	dir := t.TempDir()
-	// A non-empty folder where the file should go makes the rename fail.
-	if err := os.MkdirAll(filepath.Join(dir, KeyFile, "x"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeFileAtomic(dir, KeyFile, []byte("secret"), 0o600); err == nil {
-		t.Fatal("write over a folder succeeded")
-	}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if e.Name() != KeyFile {
-			t.Errorf("left behind %s", e.Name())
 		}
 	}
 }

@@ -9,19 +9,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// syncDir fsyncs a folder so that renames in it survive a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	if err := d.Sync(); err != nil {
-		_ = d.Close()
-		return err
-	}
-	return d.Close()
-}
-
 // fixKeyMode makes the key file 0600 again if someone widened it, so the key is not left
 // readable by other users.
 func fixKeyMode(path string, logger *zap.Logger) error {

@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/atomicfile"
 )
 
 // Names of the data directory's entries.
@@ -66,7 +68,7 @@ func ControlToken(dir, configured string) (string, error) {
 		return "", fmt.Errorf("generate control token: %w", err)
 	}
 	tok := hex.EncodeToString(buf)
-	if err := writeFileAtomic(path, []byte(tok+"\n")); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write control token: %w", err)
 	}
 	return tok, nil
@@ -86,47 +88,4 @@ func ReadToken(dir string) (string, error) {
 		return "", errBadToken
 	}
 	return tok, nil
-}
-
-// writeFileAtomic writes data to path through a 0600 temp file, fsync and rename, so a
-// crash leaves either the old file or the new one.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("create temp: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod temp: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write temp: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync temp: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close temp: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename temp: %w", err)
-	}
-	return SyncDir(filepath.Dir(path))
-}
-
-// SyncDir fsyncs a directory so that a rename in it survives a crash.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) { // Windows cannot sync a directory
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	return nil
 }
