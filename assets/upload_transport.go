@@ -57,7 +57,10 @@ func (t *stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	r := req.WithContext(ctx)
 	if req.Body != nil && req.Body != http.NoBody {
-		r.Body = &progressBody{rc: req.Body, kick: kick}
+		start := time.Now()
+		r.Body = &progressBody{rc: req.Body, kick: kick, onEOF: func(sent int64) {
+			timer.Reset(t.timeout + drainAllowance(sent, time.Since(start)))
+		}}
 	}
 	resp, err := t.next.RoundTrip(r)
 	if err != nil {
@@ -70,20 +73,45 @@ func (t *stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// progressBody reports each read to kick; wrap (if set) rewrites read
-// errors and onClose (if set) runs once on Close.
+// maxUnsentTail bounds how much of a request body may still sit in socket
+// buffers (the kernel's send buffer grows to a few MiB on Linux) and in
+// buffering hops after net/http has read its last byte.
+const maxUnsentTail = 8 << 20
+
+// drainAllowance is the extra time a try may stay silent after its whole
+// body was handed to the connection: those bytes are still leaving at the
+// link's pace, which looks like no progress from here. It is the time the
+// unsent tail takes at the rate the body was taken so far.
+func drainAllowance(sent int64, took time.Duration) time.Duration {
+	if sent <= 0 || took <= 0 {
+		return 0
+	}
+	rate := float64(sent) / took.Seconds() // bytes/s, an upper bound on the link's pace
+	return time.Duration(float64(min(sent, maxUnsentTail)) / rate * float64(time.Second))
+}
+
+// progressBody reports each read to kick and, for a request body, the
+// total at EOF to onEOF; wrap (if set) rewrites read errors and onClose
+// (if set) runs once on Close.
 type progressBody struct {
 	rc      io.ReadCloser
 	kick    func()
+	onEOF   func(total int64)
 	wrap    func(error) error
 	onClose func()
 	once    sync.Once
+	total   int64
 }
 
 func (b *progressBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
+	b.total += int64(n)
 	if n > 0 {
 		b.kick()
+	}
+	if err == io.EOF && b.onEOF != nil {
+		b.onEOF(b.total)
+		b.onEOF = nil
 	}
 	if err != nil && err != io.EOF && b.wrap != nil {
 		err = b.wrap(err)
