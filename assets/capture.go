@@ -1,13 +1,14 @@
 package assets
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
+	"hash/maphash"
+	"io"
 	"net/http"
 	"os"
 	"path"
@@ -23,23 +24,35 @@ import (
 // spoolPattern names capture files in the spool folder while they stream.
 const spoolPattern = "capture-*"
 
-// Spool receives one response body as it streams to the client, into a file in the spool
-// folder, hashing it on the way when it is not Content-Encoded. Finish hands a complete
-// capture to the pipeline without blocking. The proxy calls Write and Finish from one goroutine.
+// spoolBufferSize is how much of a body a Spool keeps in memory before it writes to a spool
+// file. It covers a typical game image, so that a repeated one is recognised and dropped
+// without touching the disk, and a new one costs one file write.
+const spoolBufferSize = 64 << 10
+
+var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, spoolBufferSize); return &b }}
+
+// Spool receives one response body as it streams to the client. The first spoolBufferSize
+// bytes stay in memory; a longer body goes on to a spool file, hashed on the way when it is not
+// Content-Encoded. Finish recognises a body the pipeline already has and drops it, and hands
+// a new one to the committers without blocking. The proxy calls Write and Finish from one
+// goroutine.
 type Spool struct {
 	p        *Pipeline
-	f        *os.File
-	w        *bufio.Writer // batches the proxy's small chunks into few file writes
 	urlPath  string
-	encoding string    // "" for identity, else gzip, deflate or br
-	sum      hash.Hash // nil when encoded: the hash is of the decoded bytes, taken at commit
-	n        int64
-	failed   bool
+	encoding string   // "" for identity, else gzip, deflate or br
+	bufp     *[]byte  // pooled; the bytes not yet in the file
+	buf      []byte   // *bufp, resliced
+	f        *os.File // nil while the whole body fits in buf
+	// sum is the SHA-256 of the bytes written to f, for an identity body that spilled to the
+	// file; a body that stays in buf is hashed at Finish, and only if it is not recognised.
+	sum    hash.Hash
+	n      int64
+	failed bool
 }
 
 // Start is the proxy's hook (proxy.Sink): it applies the asset rules the proxy does not know
-// (asset_sync.enable, asset_skip_extensions, the encodings it can undo) and opens a spool
-// file. It returns nil to decline.
+// (asset_sync.enable, asset_skip_extensions, the encodings it can undo) and begins a capture.
+// It returns nil to decline.
 func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Spool {
 	if p.closed.Load() || !p.settings.Load().Enable {
 		return nil
@@ -58,18 +71,8 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Spool {
 		p.log.Debug("capture skipped: unknown content encoding", zap.String("path", req.URL.Path), zap.String("encoding", enc))
 		return nil
 	}
-	f, err := p.spoolFile()
-	if err != nil {
-		p.stats.shed.Add(1)
-		p.log.Warn("capture shed: cannot create spool file", zap.String("path", req.URL.Path), zap.Error(err))
-		return nil
-	}
-	s := &Spool{p: p, f: f, w: bufioPool.Get().(*bufio.Writer), urlPath: req.URL.Path, encoding: enc}
-	s.w.Reset(f)
-	if enc == "" {
-		s.sum = sha256.New()
-	}
-	return s
+	bufp := bufferPool.Get().(*[]byte)
+	return &Spool{p: p, urlPath: req.URL.Path, encoding: enc, bufp: bufp, buf: (*bufp)[:0]}
 }
 
 func (p *Pipeline) skipExtension(urlPath string) bool {
@@ -82,59 +85,184 @@ func (p *Pipeline) skipExtension(urlPath string) bool {
 	return false
 }
 
-// Write copies p to the spool file. An error stops the capture, never the client.
+// Write copies b to the buffer, or to the spool file once the body outgrows the buffer. An
+// error stops the capture, never the client.
 func (s *Spool) Write(b []byte) (int, error) {
 	if s.failed {
 		return 0, errSpoolFailed
 	}
-	n, err := s.w.Write(b)
-	s.n += int64(n)
-	if s.sum != nil {
-		s.sum.Write(b[:n])
+	if len(s.buf)+len(b) > cap(s.buf) {
+		if err := s.spill(b); err != nil {
+			s.failed = true
+			s.p.log.Warn("capture stopped: spool write failed", zap.String("path", s.urlPath), zap.Error(err))
+			return 0, fmt.Errorf("write spool: %w", err)
+		}
+	} else {
+		s.buf = append(s.buf, b...)
 	}
-	if err != nil {
-		s.failed = true
-		s.p.log.Warn("capture stopped: spool write failed", zap.String("path", s.urlPath), zap.Error(err))
-		return n, fmt.Errorf("write spool: %w", err)
-	}
-	return n, nil
+	s.n += int64(len(b))
+	return len(b), nil
 }
 
 var errSpoolFailed = errors.New("spool write failed earlier")
 
-// Finish ends the capture. A complete one is queued for commit; when the commit queue is
-// full the capture is shed (counted and logged) rather than block the client.
-func (s *Spool) Finish(complete bool) {
-	name := s.f.Name()
-	flushErr := s.w.Flush()
-	s.w.Reset(nil)
-	bufioPool.Put(s.w)
-	closeErr := s.f.Close()
-	if closeErr == nil {
-		closeErr = flushErr
+// spill moves the buffered bytes to the spool file, taking one first if needed, and then
+// buffers b, or writes it straight through when it is as large as the buffer.
+func (s *Spool) spill(b []byte) error {
+	if s.f == nil {
+		f, err := s.p.spoolFile()
+		if err != nil {
+			return fmt.Errorf("create spool file: %w", err)
+		}
+		s.f = f
+		if s.encoding == "" {
+			s.sum = sha256.New()
+		}
 	}
-	if !complete || s.failed || closeErr != nil || s.n == 0 {
-		os.Remove(name)
+	if err := s.writeFile(s.buf); err != nil {
+		return err
+	}
+	s.buf = s.buf[:0]
+	if len(b) >= cap(s.buf) {
+		return s.writeFile(b)
+	}
+	s.buf = append(s.buf, b...)
+	return nil
+}
+
+func (s *Spool) writeFile(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if s.sum != nil {
+		s.sum.Write(b)
+	}
+	_, err := s.f.Write(b)
+	return err
+}
+
+// Finish ends the capture. A complete body the pipeline already has (uploaded, pending, or on
+// the server's index) is dropped here; a new one is queued for commit, or shed (counted and
+// logged) when the commit queue is full, rather than block the client.
+func (s *Spool) Finish(complete bool) {
+	p := s.p
+	defer func() {
+		*s.bufp = s.buf[:0]
+		bufferPool.Put(s.bufp)
+		s.bufp, s.buf = nil, nil
+	}()
+	if !complete || s.failed || s.n == 0 {
+		if s.f != nil {
+			p.recycle(s.f)
+		}
 		return
 	}
-	c := finished{spool: name, urlPath: s.urlPath, encoding: s.encoding, size: s.n}
+	if s.f == nil {
+		s.finishInMemory()
+		return
+	}
+	if err := s.writeFile(s.buf); err != nil {
+		p.log.Warn("capture stopped: spool write failed", zap.String("path", s.urlPath), zap.Error(err))
+		p.recycle(s.f)
+		return
+	}
+	p.stats.captured.Add(1)
+	c := finished{spool: s.f.Name(), urlPath: s.urlPath, encoding: s.encoding, size: s.n}
 	if s.sum != nil {
 		c.hash = hex.EncodeToString(s.sum.Sum(nil))
+		if p.dropKnown(s.urlPath, c.size, c.hash) {
+			p.recycle(s.f)
+			return
+		}
 	}
-	s.p.stats.captured.Add(1)
+	p.queue(s.f, c)
+}
+
+// finishInMemory is Finish for a body that fits in the buffer. A body seen before is
+// recognised by its print, without SHA-256, which for a 50 KB asset costs about as much CPU
+// as all the TLS work of proxying it; only a new body is hashed and written to a spool file.
+func (s *Spool) finishInMemory() {
+	p := s.p
+	p.stats.captured.Add(1)
+	pr := bodyPrint{encoding: s.encoding, size: s.n, sum: maphash.Bytes(p.printSeed, s.buf)}
+	id, ok := p.prints.get(pr)
+	if ok && p.dropKnown(s.urlPath, id.size, id.hash) {
+		return
+	}
+	if p.queueFull() {
+		// The store is behind: shed now, before hashing and writing a file for nothing. A
+		// body the pipeline has but did not recognise by its print counts as shed too.
+		p.shed(s.urlPath, s.n)
+		return
+	}
+	c := finished{urlPath: s.urlPath, encoding: s.encoding, size: s.n, print: pr}
+	if s.encoding == "" {
+		if !ok {
+			sum := sha256.Sum256(s.buf)
+			id = assetID{hash: hex.EncodeToString(sum[:]), size: s.n}
+			p.prints.add(pr, id)
+			if p.dropKnown(s.urlPath, id.size, id.hash) {
+				return
+			}
+		}
+		c.hash = id.hash
+	}
+	f, err := p.spoolFile()
+	if err != nil {
+		p.stats.shed.Add(1)
+		p.log.Warn("capture shed: cannot create spool file", zap.String("path", s.urlPath), zap.Error(err))
+		return
+	}
+	if _, err := f.Write(s.buf); err != nil {
+		p.stats.shed.Add(1)
+		p.log.Warn("capture shed: spool write failed", zap.String("path", s.urlPath), zap.Error(err))
+		p.recycle(f)
+		return
+	}
+	c.spool = f.Name()
+	p.queue(f, c)
+}
+
+// dropKnown reports, and counts as known, a capture whose (key, hash) the pipeline already
+// has: on the server (index or this process's uploads) or pending. A path that is not a valid
+// asset is left for the committer to report.
+func (p *Pipeline) dropKnown(urlPath string, size int64, hash string) bool {
+	a, err := NewAsset(urlPath, size, hash)
+	if err != nil || !(p.knownRemotely(a.Key, a.ContentHash) || p.store.Has(a.Key, a.ContentHash)) {
+		return false
+	}
+	p.stats.known.Add(1)
+	return true
+}
+
+func (p *Pipeline) queueFull() bool { return len(p.commits) == cap(p.commits) }
+
+// queue closes a complete capture's spool file and hands it to the committers, or sheds it
+// when their queue is full.
+func (p *Pipeline) queue(f *os.File, c finished) {
+	if p.queueFull() {
+		p.shed(c.urlPath, c.size)
+		p.recycle(f)
+		return
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(c.spool)
+		p.stats.shed.Add(1)
+		p.log.Warn("capture shed: spool write failed", zap.String("path", c.urlPath), zap.Error(err))
+		return
+	}
 	select {
-	case s.p.commits <- c:
+	case p.commits <- c:
 	default:
-		os.Remove(name)
-		s.p.stats.shed.Add(1)
-		s.p.log.Warn("capture shed: commit queue full", zap.String("path", s.urlPath), zap.Int64("size", s.n))
+		os.Remove(c.spool)
+		p.shed(c.urlPath, c.size)
 	}
 }
 
-// spoolBufferSize covers a typical game image in one write.
-const spoolBufferSize = 64 << 10
-
-var bufioPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, spoolBufferSize) }}
+func (p *Pipeline) shed(urlPath string, size int64) {
+	p.stats.shed.Add(1)
+	p.log.Warn("capture shed: commit queue full", zap.String("path", urlPath), zap.Int64("size", size))
+}
 
 // spareSpools is how many empty spool files are kept ready, so that a capture does not pay
 // for creating one on the client's path.
@@ -148,6 +276,23 @@ func (p *Pipeline) spoolFile() (*os.File, error) {
 	default:
 		return os.CreateTemp(p.spoolDir, spoolPattern)
 	}
+}
+
+// recycle empties a spool file that was not committed and puts it back with the spares:
+// truncating costs less than removing it and creating another, and drops its pages unwritten.
+// Once the pipeline is closed, or when the spares are full, the file is removed instead.
+func (p *Pipeline) recycle(f *os.File) {
+	if !p.closed.Load() && f.Truncate(0) == nil {
+		if _, err := f.Seek(0, io.SeekStart); err == nil {
+			select {
+			case p.spares <- f:
+				return
+			default:
+			}
+		}
+	}
+	f.Close()
+	os.Remove(f.Name())
 }
 
 // keepSpares keeps the spares channel full until ctx ends, then removes the unused files.
@@ -192,6 +337,56 @@ type finished struct {
 	encoding string
 	hash     string // of the bytes as spooled; "" when they are still encoded
 	size     int64
+	print    bodyPrint // zero for a body that did not fit in a Spool's buffer
+}
+
+// bodyPrint identifies a body as it came over the wire, cheaply: its encoding, its size and
+// a 64-bit maphash of its bytes under a seed made at random for each process. Two different
+// bodies share a print with a chance of about 2^-64, and nobody outside the process can
+// aim for that, as the seed never leaves it.
+type bodyPrint struct {
+	encoding string
+	size     int64
+	sum      uint64
+}
+
+// assetID is what a body is as an asset: the SHA-256 and size of its decoded bytes.
+type assetID struct {
+	hash string
+	size int64
+}
+
+// maxPrints bounds the print cache: more than the assets a game session loads.
+const maxPrints = 8192
+
+// printCache maps the prints of bodies seen recently to their assetID, so that a repeated
+// asset is recognised without hashing (or, when encoded, decoding) it again. It only saves
+// work: what a body is still decides whether it is committed, by the same rules as before.
+type printCache struct {
+	mu sync.Mutex
+	m  map[bodyPrint]assetID // guarded by mu
+}
+
+func (c *printCache) get(pr bodyPrint) (assetID, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.m[pr]
+	return id, ok
+}
+
+func (c *printCache) add(pr bodyPrint, id assetID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[bodyPrint]assetID)
+	}
+	if len(c.m) >= maxPrints {
+		for k := range c.m { // an arbitrary one: a rarely repeated body is the likely loser
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[pr] = id
 }
 
 // sweepSpool removes what a previous run left in the spool folder: captures that were never

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,7 +25,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// Benchmarks for docs/bench/proxy.md. Run side by side in one process:
+// Benchmarks for docs/bench/proxy.md and docs/bench/proxy-pipeline.md. Run side by side in
+// one process:
 //
 //	go test -run '^$' -bench . -count 6 ./proxy/
 
@@ -101,8 +103,15 @@ func (e *benchEnv) fusou(b *testing.B, sink Sink) *Proxy {
 }
 
 // run drives front with benchConns concurrent keep-alive connections (or HTTP/2 streams
-// when h2) and reports requests per second. distinct requests a different asset each time.
+// when h2) and reports requests per second, latency percentiles and process CPU per
+// request. distinct requests a different asset each time.
 func (e *benchEnv) run(b *testing.B, front http.Handler, distinct, h2 bool) {
+	e.runThen(b, front, distinct, h2, nil)
+}
+
+// runThen is run, with settle called after the timed loop and before the CPU time is read,
+// so that work a proxy deferred past the last response (a capture's commit) is counted.
+func (e *benchEnv) runThen(b *testing.B, front http.Handler, distinct, h2 bool, settle func()) {
 	srv := httptest.NewServer(front)
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	defer srv.Close()
@@ -147,18 +156,34 @@ func (e *benchEnv) run(b *testing.B, front http.Handler, distinct, h2 bool) {
 
 	b.SetParallelism((benchConns + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 	b.SetBytes(benchAssetSize)
+	var (
+		latMu sync.Mutex
+		lat   []time.Duration // guarded by latMu
+	)
 	cpu0 := cpuTime()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		defer func() { latMu.Lock(); lat = append(lat, mine...); latMu.Unlock() }()
 		for pb.Next() {
+			t0 := time.Now()
 			if err := get(); err != nil {
 				b.Error(err)
 				return
 			}
+			mine = append(mine, time.Since(t0))
 		}
 	})
 	b.StopTimer()
+	if settle != nil {
+		settle()
+	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-us")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-us")
+	}
 	// Process CPU per request (client, proxy and server together) is far steadier than
 	// wall time on a shared machine; the difference between two proxies is their cost.
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
@@ -175,15 +200,20 @@ func cpuTime() time.Duration {
 
 // BenchmarkOverhead compares plain goproxy MITM with this Proxy capturing every asset to
 // temp files, 50 KB assets over 16 keep-alive connections, the same asset and distinct ones.
-// "fusou-discard" captures to a Spool that drops the bytes (the proxy's own cost); "fusou"
-// writes each capture into a reused temp file (plus the file writes); "fusou-newfile" also
-// creates and removes a file per capture on the client's path.
+// "fusou-pipeline" captures into the real asset pipeline (spool, hash, fsync'd commit to a
+// pending store, upload to the API fake; see pipeline_bench_test.go). "fusou-discard"
+// captures to a Spool that drops the bytes (the proxy's own cost); "fusou" writes each
+// capture into a reused temp file (plus the file writes); "fusou-newfile" also creates and
+// removes a file per capture on the client's path.
 func BenchmarkOverhead(b *testing.B) {
 	e := newBenchEnv(b)
 	for _, assets := range []string{"same", "distinct"} {
 		distinct := assets == "distinct"
 		b.Run(assets+"/goproxy", func(b *testing.B) {
 			e.run(b, e.plainGoproxy(), distinct, false)
+		})
+		b.Run(assets+"/fusou-pipeline", func(b *testing.B) {
+			e.runPipeline(b, distinct)
 		})
 		for _, v := range []struct {
 			name string
