@@ -11,7 +11,6 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/control"
 	"github.com/fusou-proxy/fusou-proxy/pending"
 	"github.com/fusou-proxy/fusou-proxy/proxy"
-	"github.com/fusou-proxy/fusou-proxy/retry"
 )
 
 // The small adapters between the packages' interfaces: each package defines what it needs,
@@ -25,28 +24,6 @@ func (s captureSink) Start(req *http.Request, resp *http.Response) proxy.Spool {
 		return sp
 	}
 	return nil // a nil *assets.Spool must not become a non-nil interface
-}
-
-// retryDeliverer lets the retry service deliver through the same path as live captures.
-type retryDeliverer struct{ p *assets.Pipeline }
-
-func (d retryDeliverer) Deliver(ctx context.Context, e pending.Entry) (retry.Outcome, string) {
-	r := d.p.Deliver(ctx, e)
-	switch {
-	case r.Held, r.Cancelled:
-		return retry.Busy, r.Reason
-	case r.Dropped:
-		return retry.Dropped, r.Reason
-	}
-	switch r.Class {
-	case assets.Success:
-		return retry.Delivered, r.Reason
-	case assets.Auth:
-		return retry.Unauthorized, r.Reason
-	case assets.Transient:
-		return retry.Failed, r.Reason
-	}
-	return retry.Rejected, r.Reason
 }
 
 // sessionControl puts a posted session into the holder the uploader reads, and refreshes

@@ -102,7 +102,7 @@ func newApp(src config.Sources, cfg *config.Loaded, flags func(*config.Loaded), 
 	}
 	a.metrics = newMetrics()
 	a.retry = retry.New(retry.Options{
-		Store: a.store, Deliverer: retryDeliverer{a.pipeline},
+		Store: a.store, Deliverer: retry.PipelineDeliverer{Pipeline: a.pipeline},
 		HasSession: func() bool { _, ok := a.session.Get(); return ok },
 		Settings:   retrySettings(cfg), OnPass: a.metrics.observePass, Logger: log.Named("retry"),
 	})

@@ -153,7 +153,7 @@ func (r *rig) start() {
 
 	r.retry = retry.New(retry.Options{
 		Store:      r.store,
-		Deliverer:  retryDeliverer{r.pipe},
+		Deliverer:  retry.PipelineDeliverer{Pipeline: r.pipe},
 		HasSession: func() bool { _, ok := r.session.Get(); return ok },
 		// The timer stays out of the way: the test triggers every pass itself.
 		Settings: retry.Settings{Interval: time.Hour, Concurrency: retry.DefaultConcurrency},
@@ -205,29 +205,6 @@ func startToxiproxy(t *testing.T, upstream string) *toxiproxy.Proxy {
 	}
 	t.Cleanup(p.Stop) // a no-op when stopped already
 	return p
-}
-
-// retryDeliverer is cmd/fusou-proxy/adapters.go's retryDeliverer, copied: the retry service
-// delivers through the same pipeline as live captures.
-type retryDeliverer struct{ p *assets.Pipeline }
-
-func (d retryDeliverer) Deliver(ctx context.Context, e pending.Entry) (retry.Outcome, string) {
-	r := d.p.Deliver(ctx, e)
-	switch {
-	case r.Held, r.Cancelled:
-		return retry.Busy, r.Reason
-	case r.Dropped:
-		return retry.Dropped, r.Reason
-	}
-	switch r.Class {
-	case assets.Success:
-		return retry.Delivered, r.Reason
-	case assets.Auth:
-		return retry.Unauthorized, r.Reason
-	case assets.Transient:
-		return retry.Failed, r.Reason
-	}
-	return retry.Rejected, r.Reason
 }
 
 // toxic is a Toxiproxy toxic as its JSON API describes one.
