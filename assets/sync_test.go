@@ -109,10 +109,11 @@ func (f *fixture) capture(urlPath string, body []byte, encoding string) bool {
 	return true
 }
 
-// eventually polls cond until it holds or a deadline passes.
+// eventually polls cond until it holds or a deadline passes. The deadline is generous: CI's
+// two cores may be busy with other packages' tests.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -1,0 +1,19 @@
+# make test   the README's test command
+# make bench  fusou-proxy against nginx direct, plain goproxy and mitmproxy (bench/run.sh;
+#             installs nginx, hey and mitmproxy with apt; writes docs/bench/peers.md)
+# make soak   fusou-proxy under mixed traffic and API faults for SOAK_MINUTES (default 30),
+#             failing if memory, goroutines or open files keep growing (bench/soak.sh)
+# Neither bench nor soak runs in CI.
+
+SOAK_MINUTES ?= 30
+
+.PHONY: test bench soak
+
+test:
+	go test -race ./...
+
+bench:
+	bash bench/run.sh
+
+soak:
+	SOAK_MINUTES=$(SOAK_MINUTES) bash bench/soak.sh

@@ -1,0 +1,300 @@
+# shellcheck shell=bash
+# Shared parts of bench/run.sh and bench/soak.sh: packages, certificates, the nginx "game
+# server", the fake FUSOU API, fusou-proxy and per-process measurements. Sourced, not run.
+# Everything listens on 127.0.0.1 and talks only to 127.0.0.1.
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+GAME_HOST=w01y.kancolle-server.com
+ASSET_SIZE=51200     # 50 KB, incompressible
+BASE_ASSETS=100      # distinct bodies behind /kcs2/img/d/<run>/<n>.png (n mod 100)
+PIDS=()              # processes this script started, stopped by cleanup
+shopt -s inherit_errexit
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+PATH=$PATH:/usr/sbin:/sbin # nginx, for a user whose PATH lacks them
+
+# need_pkgs COMMAND:PACKAGE... installs the Debian packages whose command is missing
+# (apt-get update first, since a fresh machine's package lists may be empty or stale).
+need_pkgs() {
+  local missing=() pair sudo=''
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  log "installing ${missing[*]} (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# free_port prints a TCP port free on 127.0.0.1 right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT [SECONDS] waits until something listens on 127.0.0.1:PORT.
+wait_port() {
+  local i
+  for ((i = 0; i < ${2:-20} * 10; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "nothing listens on 127.0.0.1:$1"
+}
+
+# start NAME CMD... starts CMD in the background, logging to $WORK/NAME.log, and sets
+# LAST_PID.
+start() {
+  local name=$1
+  shift
+  "$@" >"$WORK/$name.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "${WORK:-}" ] && [ -f "$WORK/nginx.pid" ]; then
+    kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  fi
+  if [ -n "${OUT:-}" ] && [ -n "${WORK:-}" ]; then
+    cp "$WORK"/*.log "$OUT"/ 2>/dev/null || true
+  fi
+  if [ -n "${WORK:-}" ] && [ -z "${BENCH_KEEP:-}" ]; then
+    rm -rf "$WORK"
+  elif [ -n "${WORK:-}" ]; then
+    log "kept $WORK (BENCH_KEEP)"
+  fi
+}
+
+# make_ca DIR NAME: a P-256 CA, DIR/NAME.pem and DIR/NAME-key.pem.
+make_ca() {
+  openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 -days 30 \
+    -subj "/CN=fusou-proxy bench $2" -addext "basicConstraints=critical,CA:true" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$1/$2-key.pem" -out "$1/$2.pem" 2>/dev/null
+}
+
+# make_certs: nginx's CA and leaf for GAME_HOST, and the plain goproxy's MITM CA.
+make_certs() {
+  make_ca "$WORK" nginx-ca
+  openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj "/CN=$GAME_HOST" \
+    -keyout "$WORK/nginx-key.pem" -out "$WORK/nginx.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:false\n' \
+    "$GAME_HOST" >"$WORK/leaf.ext"
+  openssl x509 -req -in "$WORK/nginx.csr" -CA "$WORK/nginx-ca.pem" -CAkey "$WORK/nginx-ca-key.pem" \
+    -CAcreateserial -days 30 -sha256 -extfile "$WORK/leaf.ext" -out "$WORK/nginx.pem" 2>/dev/null
+  make_ca "$WORK" goproxy-ca
+}
+
+# make_assets: 50 KB random files. /kcs2/img/same/asset.png is the repeated asset; every
+# /kcs2/img/d/<run>/<n>.png is rewritten by nginx to base/<last two digits of n>.png, so
+# each URL is a distinct asset key (SPEC §4: the key is the path) without 5 GB of files.
+# /kcs2/img/dbig/<run>/<n>.png is a distinct 4 MB asset (big/big.png), large enough that a
+# client closing mid-body is an abort for the proxy too, not only for the client.
+make_assets() {
+  local i
+  mkdir -p "$WORK/www/kcs2/img/same" "$WORK/www/kcs2/img/base" "$WORK/www/kcs2/img/big"
+  head -c "$ASSET_SIZE" /dev/urandom >"$WORK/www/kcs2/img/same/asset.png"
+  head -c $((4 << 20)) /dev/urandom >"$WORK/www/kcs2/img/big/big.png"
+  for ((i = 0; i < BASE_ASSETS; i++)); do
+    head -c "$ASSET_SIZE" /dev/urandom >"$WORK/www/kcs2/img/base/$(printf %02d "$i").png"
+  done
+  chmod -R a+rX "$WORK/www"
+  chmod 755 "$WORK" # nginx workers run as nobody
+}
+
+# start_nginx sets NGINX_PORT. HTTP/1.1 only, keep-alive without a request limit, no
+# access log, gzip off (the assets are incompressible anyway).
+start_nginx() {
+  NGINX_PORT=$(free_port)
+  mkdir -p "$WORK/nginx-tmp"
+  cat >"$WORK/nginx.conf" <<EOF
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  types { image/png png; application/json json; }
+  default_type application/octet-stream;
+  client_body_temp_path $WORK/nginx-tmp/body;
+  proxy_temp_path $WORK/nginx-tmp/proxy;
+  fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
+  uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
+  scgi_temp_path $WORK/nginx-tmp/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  sendfile on;
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    server_name $GAME_HOST;
+    ssl_certificate $WORK/nginx.pem;
+    ssl_certificate_key $WORK/nginx-key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    root $WORK/www;
+    location /kcs2/img/d/ {
+      rewrite "^/kcs2/img/d/[^/]+/[0-9]*([0-9][0-9])\.png\$" /kcs2/img/base/\$1.png last;
+      return 404;
+    }
+    location /kcs2/img/dbig/ {
+      rewrite "^/kcs2/img/dbig/[^/]+/[0-9]+\.png\$" /kcs2/img/big/big.png last;
+      return 404;
+    }
+    location /kcsapi/ {
+      default_type application/json;
+      return 200 '{"api_result":1,"api_result_msg":"OK","api_data":{}}';
+    }
+  }
+}
+EOF
+  nginx -t -q -c "$WORK/nginx.conf" -p "$WORK" 2>"$WORK/nginx-t.log" || die "nginx -t: $(cat "$WORK/nginx-t.log")"
+  nginx -c "$WORK/nginx.conf" -p "$WORK"
+  wait_port "$NGINX_PORT"
+  log "nginx on 127.0.0.1:$NGINX_PORT (pid $(cat "$WORK/nginx.pid"))"
+}
+
+# nginx_pids prints the nginx master and its workers.
+nginx_pids() {
+  local m
+  m=$(cat "$WORK/nginx.pid")
+  echo "$m" $(pgrep -P "$m")
+}
+
+# build_tools builds fusou-proxy and the bench programs into $WORK/bin, and sets FUSOU_BUILT
+# to what fusou-proxy was built from. BENCH_FUSOU_REV=<git revision> builds fusou-proxy from
+# that commit (git archive) instead of the work tree, e.g. while others edit the tree.
+build_tools() {
+  mkdir -p "$WORK/bin"
+  (cd "$REPO" && go build -o "$WORK/bin/" ./bench/goproxy-plain ./bench/loadgen ./bench/apisink)
+  if [ -n "${BENCH_FUSOU_REV:-}" ]; then
+    mkdir -p "$WORK/src"
+    git -C "$REPO" archive "$BENCH_FUSOU_REV" | tar -x -C "$WORK/src"
+    (cd "$WORK/src" && go build -o "$WORK/bin/" ./cmd/fusou-proxy)
+    FUSOU_BUILT="commit $(git -C "$REPO" rev-parse --short "$BENCH_FUSOU_REV")"
+  else
+    (cd "$REPO" && go build -o "$WORK/bin/" ./cmd/fusou-proxy)
+    FUSOU_BUILT="work tree at $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
+  fi
+  log "fusou-proxy built from the $FUSOU_BUILT"
+}
+
+# start_sink [FLAGS...] starts the fake FUSOU API and sets SINK_URL and SINK_PID.
+start_sink() {
+  local i
+  start apisink "$WORK/bin/apisink" "$@"
+  SINK_PID=$LAST_PID
+  for ((i = 0; i < 100; i++)); do
+    SINK_URL=$(head -n1 "$WORK/apisink.log" 2>/dev/null || true)
+    [[ $SINK_URL == http://* ]] && break
+    sleep 0.1
+  done
+  [[ $SINK_URL == http://* ]] || die "apisink did not start: $(cat "$WORK/apisink.log")"
+  log "fake FUSOU API at $SINK_URL (pid $SINK_PID)"
+}
+
+# start_fusou [EXTRA_TOML] starts fusou-proxy MITMing GAME_HOST, dialling nginx, uploading
+# to the sink, with a session set; sets FUSOU_PORT, FUSOU_CTL, FUSOU_PID, FUSOU_CA.
+start_fusou() {
+  FUSOU_PORT=$(free_port)
+  FUSOU_CTL=$(free_port)
+  mkdir -p "$WORK/fusou-data"
+  cat >"$WORK/fusou.toml" <<EOF
+[proxy]
+listen = "127.0.0.1:$FUSOU_PORT"
+mitm_hosts = ["kancolle-server.com"]
+upstream_ca_file = "$WORK/nginx-ca.pem"
+connect_to = ["$GAME_HOST:443:127.0.0.1:$NGINX_PORT"]
+
+[app]
+data_dir = "$WORK/fusou-data"
+
+[app.asset_sync]
+asset_upload_endpoint = "$SINK_URL/api/asset-sync/upload"
+asset_existing_keys_endpoint = "$SINK_URL/api/asset-sync/keys"
+
+[control]
+listen = "127.0.0.1:$FUSOU_CTL"
+${1:-}
+EOF
+  fusou() { "$WORK/bin/fusou-proxy" --config "$WORK/fusou.toml" "$@"; }
+  start fusou-proxy "$WORK/bin/fusou-proxy" --config "$WORK/fusou.toml" run --log-format json --log-level "${FUSOU_LOG_LEVEL:-warn}"
+  FUSOU_PID=$LAST_PID
+  wait_port "$FUSOU_CTL"
+  wait_port "$FUSOU_PORT"
+  FUSOU_CA="$WORK/fusou-ca.pem"
+  fusou ca export --out "$FUSOU_CA" >/dev/null
+  echo '{"access_token":"assettest-access-token","refresh_token":"bench-refresh"}' | fusou session set >/dev/null
+  log "fusou-proxy on 127.0.0.1:$FUSOU_PORT, control 127.0.0.1:$FUSOU_CTL (pid $FUSOU_PID)"
+}
+
+# fusou_metrics [REGEX] prints fusou-proxy's Prometheus metrics (the route needs the
+# bearer token from <data_dir>/control.token), optionally only the matching lines.
+fusou_metrics() {
+  curl -sf --max-time 10 -H "Authorization: Bearer $(cat "$WORK/fusou-data/control.token")" \
+    "http://127.0.0.1:$FUSOU_CTL/metrics" | grep -v '^#' | grep -E "${1:-.}" || true
+}
+
+# metric NAME [LABELS] prints one value from a metrics dump on stdin (0 if absent).
+metric() {
+  local n=$1
+  [ -n "${2:-}" ] && n="$1{$2}"
+  awk -v n="$n" '$1 == n { v = $2 } END { printf "%d\n", v + 0 }'
+}
+
+# cpu_ticks PID... prints the summed user+system CPU time of the processes, in clock ticks
+# (fields 14 and 15 of /proc/PID/stat; the command name may hold spaces, so count from ")").
+cpu_ticks() {
+  local pid sum=0 t
+  for pid in "$@"; do
+    t=$(awk '{ sub(/.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    sum=$((sum + ${t:-0}))
+  done
+  echo "$sum"
+}
+
+# reset_hwm PID... resets the peak RSS (VmHWM) to the current RSS (clear_refs 5).
+reset_hwm() {
+  local pid
+  for pid in "$@"; do echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true; done
+}
+
+# status_kb PID FIELD prints a /proc/PID/status field in kB (VmHWM, VmRSS); summed over PIDs
+# when PID is a list in quotes.
+status_kb() {
+  local pid sum=0 v
+  for pid in $1; do
+    v=$(awk -v f="$2:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+
+# load1 prints the 1-minute load average.
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+# wait_for_quiet MAX_LOAD MAX_MINUTES polls the 1-minute load average every 30 s until it is
+# below MAX_LOAD, for at most MAX_MINUTES; returns 1 if it never got there.
+wait_for_quiet() {
+  local deadline=$((SECONDS + $2 * 60)) l
+  while :; do
+    l=$(load1)
+    if awk -v l="$l" -v m="$1" 'BEGIN { exit !(l < m) }'; then
+      log "load average $l < $1: go"
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      log "load average still $l after $2 min: running anyway"
+      return 1
+    fi
+    log "load average $l >= $1: waiting 30 s"
+    sleep 30
+  done
+}
