@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/atomicfile"
 )
 
 // lockFile takes an exclusive flock on f without waiting. flock belongs to the open file, so a
@@ -68,14 +70,4 @@ func lstatSize(path string) (size int64, regular bool, err error) {
 }
 
 // syncDir makes the renames and removals in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	if err := d.Sync(); err != nil {
-		_ = d.Close()
-		return err
-	}
-	return d.Close()
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
