@@ -260,9 +260,19 @@ func (p *Pipeline) queue(f *os.File, c finished) {
 }
 
 func (p *Pipeline) shed(urlPath string, size int64) {
-	p.stats.shed.Add(1)
-	p.log.Warn("capture shed: commit queue full", zap.String("path", urlPath), zap.Int64("size", size))
+	total := p.stats.shed.Add(1)
+	// Under a flood of new assets nearly every capture may be shed; a line each would flood
+	// the log (62,784 lines in 90 s of make bench), so at most one a second, with the total.
+	now, last := time.Now().UnixNano(), p.lastShedLog.Load()
+	if last != 0 && now-last < int64(shedLogEvery) || !p.lastShedLog.CompareAndSwap(last, now) {
+		return
+	}
+	p.log.Warn("capture shed: commit queue full", zap.String("path", urlPath), zap.Int64("size", size),
+		zap.Int64("shed_total", total))
 }
+
+// shedLogEvery is the least time between two "commit queue full" log lines.
+const shedLogEvery = time.Second
 
 // spareSpools is how many empty spool files are kept ready, so that a capture does not pay
 // for creating one on the client's path.

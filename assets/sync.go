@@ -86,6 +86,8 @@ type Pipeline struct {
 	seenMu sync.Mutex
 	seen   map[keyHash]struct{} // (key, hash) pairs this process uploaded
 
+	lastShedLog atomic.Int64 // Unix ns of the last "commit queue full" line
+
 	closed atomic.Bool
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

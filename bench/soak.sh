@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2119 # functions whose arguments are optional
+# shellcheck source-path=SCRIPTDIR
 # bench/soak.sh: fusou-proxy under mixed traffic for SOAK_MINUTES (default 30) while the fake
 # FUSOU API misbehaves, watching for anything that grows without bound. Not run in CI.
 #
