@@ -16,7 +16,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,13 +23,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"github.com/fusou-proxy/fusou-proxy/bench/internal/serve"
 )
 
 func main() {
@@ -96,22 +94,7 @@ func run() error {
 	gp.OnRequest().HandleConnect(goproxy.FuncHttpsHandler(
 		func(host string, _ *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) { return mitm, host }))
 
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	srv := &http.Server{Handler: gp, ErrorLog: log.New(io.Discard, "", 0), ReadHeaderTimeout: 30 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	return nil
+	return serve.UntilSignal(*listen, gp, func(a net.Addr) string { return "listening on " + a.String() })
 }
 
 // parseConnectTo reads curl --connect-to style rules into a map from
