@@ -36,7 +36,7 @@ func (e *Error) Error() string { return fmt.Sprintf("config: %s: %s", e.Key, e.M
 type Sources struct {
 	// File is --config: read this file and no other; it must exist.
 	File string
-	// DataDir is --data-dir; empty means FUSOU_DATA_DIR, app.data_dir, then DefaultDataDir.
+	// DataDir is --data-dir; empty means FUSOU_DATA_DIR, app.data_dir, then defaultDataDir.
 	DataDir string
 	// WorkDir is where ./configs.toml is looked for; empty means the current directory.
 	WorkDir string
@@ -112,8 +112,8 @@ func Load(src Sources) (*Loaded, error) {
 	return out, nil
 }
 
-// DefaultDataDir is os.UserConfigDir()/fusou-app (SPEC §2).
-func DefaultDataDir() (string, error) {
+// defaultDataDir is os.UserConfigDir()/fusou-app (SPEC §2).
+func defaultDataDir() (string, error) {
 	base, err := os.UserConfigDir()
 	if err != nil {
 		return "", fmt.Errorf("find user config dir (set --data-dir or %s): %w", DataDirEnv, err)
@@ -159,7 +159,7 @@ func resolveDataDir(flag, env, fromFile string) (string, error) {
 		dir = fromFile
 	}
 	if dir == "" {
-		return DefaultDataDir()
+		return defaultDataDir()
 	}
 	if rest, ok := strings.CutPrefix(dir, "~/"); ok {
 		home, err := os.UserHomeDir()
@@ -177,7 +177,7 @@ func resolveDataDir(flag, env, fromFile string) (string, error) {
 
 // lookupKey returns the environment override for key, else the file's value.
 func lookupKey(v *viper.Viper, lookup func(string) (string, bool), key string) (any, bool) {
-	if s, ok := lookup(EnvName(key)); ok && s != "" {
+	if s, ok := lookup(envName(key)); ok && s != "" {
 		return s, true
 	}
 	if v.IsSet(key) {
@@ -186,8 +186,8 @@ func lookupKey(v *viper.Viper, lookup func(string) (string, bool), key string) (
 	return nil, false
 }
 
-// EnvName is the environment variable that overrides key.
-func EnvName(key string) string {
+// envName is the environment variable that overrides key.
+func envName(key string) string {
 	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 

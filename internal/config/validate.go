@@ -150,14 +150,14 @@ func controlListen(s string, allowRemote bool) string {
 		return msg
 	}
 	host, _, _ := net.SplitHostPort(s)
-	if !allowRemote && !IsLoopbackHost(host) {
+	if !allowRemote && !isLoopbackHost(host) {
 		return fmt.Sprintf("must be a loopback address (127.0.0.1, ::1 or localhost) unless control.allow_remote = true, got %q", s)
 	}
 	return ""
 }
 
-// IsLoopbackHost reports whether host (no port) is localhost or a loopback IP.
-func IsLoopbackHost(host string) bool {
+// isLoopbackHost reports whether host (no port) is localhost or a loopback IP.
+func isLoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
