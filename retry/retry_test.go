@@ -56,6 +56,9 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, e pending.Entry) (Outcome, 
 	f.max = max(f.max, f.active)
 	f.mu.Unlock()
 	defer func() { f.mu.Lock(); f.active--; f.mu.Unlock() }()
+	// The session is read as the delivery starts (as the uploader reads it before sending), so
+	// a session stored while this delivery waits at the gate applies only to later ones.
+	authorized := f.session.Load()
 	if f.gate != nil {
 		select {
 		case <-f.gate:
@@ -63,7 +66,7 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, e pending.Entry) (Outcome, 
 			return Busy, "cancelled"
 		}
 	}
-	if !f.session.Load() {
+	if !authorized {
 		return Unauthorized, "no session"
 	}
 	if f.fail.Load() {
