@@ -57,6 +57,7 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Spool {
 	if p.closed.Load() || !p.settings.Load().Enable {
 		return nil
 	}
+	p.pace.busy()
 	if p.skipExtension(req.URL.Path) {
 		p.stats.skipped.Add(1)
 		return nil
@@ -278,14 +279,25 @@ const shedLogEvery = time.Second
 // for creating one on the client's path.
 const spareSpools = 16
 
-// spoolFile takes a ready spool file, or creates one if none is ready.
+// spoolFile takes a ready spool file, or makes one if none is ready.
 func (p *Pipeline) spoolFile() (*os.File, error) {
 	select {
 	case f := <-p.spares:
 		return f, nil
 	default:
-		return os.CreateTemp(p.spoolDir, spoolPattern)
+		return p.newSpoolFile()
 	}
+}
+
+// newSpoolFile reuses one of the store's spare files (a delivered entry's), else creates one:
+// on ext4 a rename costs far less than a create soon after removals (pending/spare.go).
+func (p *Pipeline) newSpoolFile() (*os.File, error) {
+	// "r" keeps these names apart from os.CreateTemp's, which are all digits.
+	name := fmt.Sprintf("%sr%d", spoolPattern[:len(spoolPattern)-1], p.spoolSeq.Add(1))
+	if f, ok := p.store.TakeSpare(filepath.Join(p.spoolDir, name)); ok {
+		return f, nil
+	}
+	return os.CreateTemp(p.spoolDir, spoolPattern)
 }
 
 // recycle empties a spool file that was not committed and puts it back with the spares:
@@ -320,7 +332,7 @@ func (p *Pipeline) keepSpares(ctx context.Context) {
 		}
 	}()
 	for {
-		f, err := os.CreateTemp(p.spoolDir, spoolPattern)
+		f, err := p.newSpoolFile()
 		if err != nil {
 			p.log.Warn("create spare spool file", zap.Error(err))
 			select { // a full disk: try again later; captures create their own meanwhile

@@ -82,11 +82,13 @@ type Pipeline struct {
 	uploads   chan string   // ids of committed entries waiting for a worker
 	printSeed maphash.Seed  // keys bodyPrint sums; made at random for each process
 	prints    printCache    // what recently seen bodies are, by their print
+	pace      *pacer        // holds uploads back while captures stream in
 
 	seenMu sync.Mutex
 	seen   map[keyHash]struct{} // (key, hash) pairs this process uploaded
 
 	lastShedLog atomic.Int64 // Unix ns of the last "commit queue full" line
+	spoolSeq    atomic.Int64 // numbers the spool files made from the store's spares
 
 	closed atomic.Bool
 	cancel context.CancelFunc
@@ -121,6 +123,7 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 		commits:   make(chan finished, o.QueueSize),
 		uploads:   make(chan string, o.QueueSize),
 		printSeed: maphash.MakeSeed(),
+		pace:      newPacer(),
 		seen:      make(map[keyHash]struct{}),
 	}
 	p.SetSettings(o.Settings)
@@ -376,6 +379,9 @@ func (p *Pipeline) Deliver(ctx context.Context, e pending.Entry) Delivery {
 	if _, ok := p.o.Session.Get(); !ok {
 		p.stats.auth.Add(1)
 		return Delivery{Class: Auth, Reason: "no session"}
+	}
+	if err := p.pace.wait(ctx); err != nil {
+		return Delivery{Class: Transient, Reason: "shutting down", Cancelled: true}
 	}
 	body, err := p.store.Open(e.ID)
 	if err != nil {

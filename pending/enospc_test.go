@@ -26,13 +26,7 @@ func (d *fullDisk) setFree(n int64) {
 	d.mu.Unlock()
 }
 
-func (d *fullDisk) CreateTemp(dir, pattern string) (tempFile, error) {
-	f, err := os.CreateTemp(dir, pattern)
-	if err != nil {
-		return nil, err
-	}
-	return &fullFile{File: f, disk: d}, nil
-}
+func (d *fullDisk) Wrap(f *os.File) tempFile { return &fullFile{File: f, disk: d} }
 
 func (d *fullDisk) SyncDir(dir string) error { return syncDir(dir) }
 

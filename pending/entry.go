@@ -125,7 +125,7 @@ func (s *Store) Delete(id string) error {
 	s.mu.Lock()
 	s.removeLocked(e)
 	s.mu.Unlock()
-	if err := s.removePair(id); err != nil {
+	if err := s.removePair(id, e.size()); err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)
 	}
 	return nil
@@ -158,7 +158,7 @@ func (s *Store) Reject(id, reason string) error {
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return fmt.Errorf("reject %s: create rejected folder: %w", id, err)
 	}
-	if err := replaceFile(s.fs, dir, id+".json", data); err != nil {
+	if err := s.replaceFile(dir, id+".json", data); err != nil {
 		return fmt.Errorf("reject %s: %w", id, err)
 	}
 	if err := os.Rename(s.path(binName(id)), s.path(rejectedDir, binName(id))); err != nil {
@@ -250,7 +250,7 @@ func (s *Store) Purge(all bool, progress func(done, total int)) (int, error) {
 	done := 0
 	for _, v := range victims {
 		if err == nil {
-			if err = s.removePair(v.e.ID); err != nil {
+			if err = s.removePair(v.e.ID, v.size()); err != nil {
 				err = fmt.Errorf("purge %s: %w", v.e.ID, err)
 			} else {
 				s.mu.Lock()

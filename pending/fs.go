@@ -10,10 +10,12 @@ import (
 	"sync"
 )
 
-// fileSystem creates the store's temp files and fsyncs its folders. It is a seam for tests, which
-// wrap it to fail writes with ENOSPC or to skip fsyncs; everything else goes to package os.
+// fileSystem is how the store writes its temp files and fsyncs its folders. It is a seam for
+// tests, which wrap it to fail writes with ENOSPC or to skip fsyncs; everything else goes to
+// package os.
 type fileSystem interface {
-	CreateTemp(dir, pattern string) (tempFile, error)
+	// Wrap returns the temp file f, which the store opened, as the store is to write it.
+	Wrap(f *os.File) tempFile
 	SyncDir(dir string) error
 }
 
@@ -27,10 +29,7 @@ type tempFile interface {
 
 type osFS struct{}
 
-func (osFS) CreateTemp(dir, pattern string) (tempFile, error) {
-	// os.CreateTemp makes the file 0600, the mode every store file has.
-	return os.CreateTemp(dir, pattern)
-}
+func (osFS) Wrap(f *os.File) tempFile { return f }
 
 func (osFS) SyncDir(dir string) error { return syncDir(dir) }
 
@@ -38,12 +37,12 @@ func (osFS) SyncDir(dir string) error { return syncDir(dir) }
 // typical asset takes one or two write calls, and reused, so that each save does not allocate one.
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-// writeTemp streams r into a new temp file in dir, fsyncs and closes it, and returns its path,
-// size and SHA-256. On failure nothing is left behind.
-func writeTemp(fsys fileSystem, dir string, r io.Reader) (path string, size int64, sum string, err error) {
-	f, err := fsys.CreateTemp(dir, tempPrefix+"*.bin")
+// writeTemp streams r into a new temp file in the store folder, fsyncs and closes it, and
+// returns its path, size and SHA-256. On failure nothing is left behind.
+func (s *Store) writeTemp(r io.Reader) (path string, size int64, sum string, err error) {
+	f, err := s.newTemp(s.dir, tempPrefix+"*.bin")
 	if err != nil {
-		return "", 0, "", fmt.Errorf("create temp file: %w", err)
+		return "", 0, "", err
 	}
 	defer func() {
 		if err != nil {
@@ -67,11 +66,11 @@ func writeTemp(fsys fileSystem, dir string, r io.Reader) (path string, size int6
 	return f.Name(), size, hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// writeTempBytes is writeTemp for a small in-memory document (a .json).
-func writeTempBytes(fsys fileSystem, dir string, data []byte) (string, error) {
-	f, err := fsys.CreateTemp(dir, tempPrefix+"*.json")
+// writeTempBytes is writeTemp for a small in-memory document (a .json), in dir.
+func (s *Store) writeTempBytes(dir string, data []byte) (string, error) {
+	f, err := s.newTemp(dir, tempPrefix+"*.json")
 	if err != nil {
-		return "", fmt.Errorf("create temp file: %w", err)
+		return "", err
 	}
 	_, err = f.Write(data)
 	if err == nil {
@@ -93,8 +92,8 @@ func writeTempBytes(fsys fileSystem, dir string, data []byte) (string, error) {
 }
 
 // replaceFile atomically replaces dir/name with data: temp file, fsync, rename, fsync dir.
-func replaceFile(fsys fileSystem, dir, name string, data []byte) error {
-	tmp, err := writeTempBytes(fsys, dir, data)
+func (s *Store) replaceFile(dir, name string, data []byte) error {
+	tmp, err := s.writeTempBytes(dir, data)
 	if err != nil {
 		return err
 	}
@@ -102,7 +101,7 @@ func replaceFile(fsys fileSystem, dir, name string, data []byte) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("rename temp file: %w", err)
 	}
-	if err := fsys.SyncDir(dir); err != nil {
+	if err := s.fs.SyncDir(dir); err != nil {
 		return fmt.Errorf("sync folder: %w", err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,6 +99,8 @@ func readEntry(tb testing.TB, s *Store, id string) []byte {
 }
 
 // listDir returns the names in dir, sorted; a missing dir is empty.
+// listDir lists dir's file names, sorted, without the spare files the store keeps for reuse
+// (spare.go), which are not entries.
 func listDir(tb testing.TB, dir string) []string {
 	tb.Helper()
 	ents, err := os.ReadDir(dir)
@@ -106,7 +109,9 @@ func listDir(tb testing.TB, dir string) []string {
 	}
 	var names []string
 	for _, e := range ents {
-		names = append(names, e.Name())
+		if !strings.HasPrefix(e.Name(), sparePrefix) {
+			names = append(names, e.Name())
+		}
 	}
 	slices.Sort(names)
 	return names

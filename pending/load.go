@@ -114,7 +114,7 @@ func (s *Store) load() error {
 		k := keyHash{e.e.Context.Key, e.e.Context.ContentHash}
 		if kept := s.byKey[k]; kept != nil && !s.opts.ReadOnly {
 			// Only another writer can have made this (Save dedupes); keep the older one.
-			if err := s.removePair(e.e.ID); err != nil {
+			if err := s.removePair(e.e.ID, e.size()); err != nil {
 				return fmt.Errorf("remove duplicate %s: %w", e.e.ID, err)
 			}
 			s.log.Warn("Removed duplicate pending upload", zap.String("id", e.e.ID),

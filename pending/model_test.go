@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,13 +20,7 @@ import (
 // in seconds. It tests the store's logic; TestCrash tests its durability with real fsyncs.
 type noSyncDisk struct{}
 
-func (noSyncDisk) CreateTemp(dir, pattern string) (tempFile, error) {
-	f, err := os.CreateTemp(dir, pattern)
-	if err != nil {
-		return nil, err
-	}
-	return noSyncFile{f}, nil
-}
+func (noSyncDisk) Wrap(f *os.File) tempFile { return noSyncFile{f} }
 
 func (noSyncDisk) SyncDir(string) error { return nil }
 
@@ -304,7 +299,9 @@ func listDirNames(dir string) []string {
 	ents, _ := os.ReadDir(dir)
 	var out []string
 	for _, e := range ents {
-		out = append(out, e.Name())
+		if !strings.HasPrefix(e.Name(), sparePrefix) { // the store's reuse pool, not entries
+			out = append(out, e.Name())
+		}
 	}
 	return out
 }

@@ -45,7 +45,7 @@ func (s *Store) Save(c Context, targetURL string, headers map[string]string, bod
 		body = io.LimitReader(body, c.FileSize+1)
 	}
 
-	tmp, size, sum, err := writeTemp(s.fs, s.dir, body)
+	tmp, size, sum, err := s.writeTemp(body)
 	if err != nil {
 		return Entry{}, false, fmt.Errorf("save %s: %w", c.Key, err)
 	}
@@ -165,7 +165,7 @@ func (s *Store) commit(c Context, targetURL string, headers map[string]string, s
 	if len(data) > maxMetaBytes {
 		return Entry{}, fmt.Errorf("%w: metadata is %d bytes, over the %d byte limit", ErrInvalid, len(data), maxMetaBytes)
 	}
-	tmpJSON, err := writeTempBytes(s.fs, s.dir, data)
+	tmpJSON, err := s.writeTempBytes(s.dir, data)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -309,7 +309,7 @@ func (s *Store) unreserveRoom(size int64) {
 func (s *Store) discardLocked(v *entry, reason string) bool {
 	defer v.io.Unlock()
 	fields := []zap.Field{zap.String("id", v.e.ID), zap.String("key", v.e.Context.Key), zap.String("reason", reason)}
-	if err := s.removePair(v.e.ID); err != nil {
+	if err := s.removePair(v.e.ID, v.size()); err != nil {
 		s.log.Error("Failed to discard pending upload", append(fields, zap.Error(err))...)
 		return false
 	}
@@ -320,13 +320,14 @@ func (s *Store) discardLocked(v *entry, reason string) bool {
 	return true
 }
 
-// removePair removes <id>.json, which ends the entry, then <id>.bin. The folder is not fsync'd: a
-// removal lost in a crash only brings the entry back, and its upload is then answered 409.
-func (s *Store) removePair(id string) error {
-	if err := removeIfExists(s.path(id + ".json")); err != nil {
+// removePair removes <id>.json, which ends the entry, then <id>.bin of size bytes; both may be
+// kept as spares (spare.go). The folder is not fsync'd: a removal lost in a crash only brings the
+// entry back, and its upload is then answered 409.
+func (s *Store) removePair(id string, size int64) error {
+	if err := s.retire(s.path(id+".json"), 0); err != nil {
 		return err
 	}
-	return removeIfExists(s.path(binName(id)))
+	return s.retire(s.path(binName(id)), size)
 }
 
 // writeMeta atomically rewrites <id>.json.
@@ -335,7 +336,7 @@ func (s *Store) writeMeta(m Meta) error {
 	if err != nil {
 		return fmt.Errorf("encode metadata: %w", err)
 	}
-	return replaceFile(s.fs, s.dir, m.ID+".json", data)
+	return s.replaceFile(s.dir, m.ID+".json", data)
 }
 
 // logSaveError logs a failed Save or Adopt; the proxy carries on, so the log is the record.

@@ -131,6 +131,9 @@ type Store struct {
 	// reservedFiles and reservedBytes count saves that made room but have not committed yet.
 	reservedFiles int
 	reservedBytes int64
+	// spares are the paths of files kept for reuse (spare.go); spareSeq numbers their names.
+	spares   []string
+	spareSeq int64
 }
 
 type keyHash struct{ key, hash string }
@@ -219,6 +222,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.removeSpares()
 	if s.lockFile != nil {
 		if err := s.lockFile.Close(); err != nil {
 			return fmt.Errorf("close lock file: %w", err)

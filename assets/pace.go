@@ -1,0 +1,57 @@
+package assets
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Uploads yield to the game. While captures stream in (a game load is a burst of hundreds of
+// assets), uploads start at most one per busyUploadEvery, so that their CPU does not slow the
+// responses the player is waiting for; once no capture has started for quietAfter, they go at
+// full speed. Nothing waits long: the game's traffic comes in bursts with quiet gaps.
+const (
+	quietAfter      = 250 * time.Millisecond
+	busyUploadEvery = 100 * time.Millisecond
+)
+
+// pacer spaces uploads out while the proxy is busy with captures.
+type pacer struct {
+	quiet, every time.Duration
+	last         atomic.Int64 // Unix ns of the last capture start; 0 for none yet
+
+	mu   sync.Mutex
+	next time.Time // guarded by mu: when the next upload may start while busy
+}
+
+func newPacer() *pacer { return &pacer{quiet: quietAfter, every: busyUploadEvery} }
+
+// busy records a capture starting now.
+func (pc *pacer) busy() { pc.last.Store(time.Now().UnixNano()) }
+
+// wait returns when an upload may start, or ctx's error.
+func (pc *pacer) wait(ctx context.Context) error {
+	for {
+		now := time.Now()
+		idle := now.Sub(time.Unix(0, pc.last.Load()))
+		if idle >= pc.quiet {
+			return nil
+		}
+		pc.mu.Lock()
+		if !now.Before(pc.next) {
+			pc.next = now.Add(pc.every)
+			pc.mu.Unlock()
+			return nil
+		}
+		d := min(pc.next.Sub(now), pc.quiet-idle) // a slot, or the traffic going quiet
+		pc.mu.Unlock()
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

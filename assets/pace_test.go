@@ -1,0 +1,84 @@
+package assets
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// While captures keep starting, uploads start at most one per interval; once they stop for the
+// quiet time, uploads start at once; and a cancelled wait returns.
+func TestPacerSpacesUploadsWhileBusy(t *testing.T) {
+	pc := &pacer{quiet: 300 * time.Millisecond, every: 40 * time.Millisecond}
+	ctx := context.Background()
+
+	// Idle: no wait at all, however many uploads.
+	start := time.Now()
+	for range 20 {
+		if err := pc.wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d >= pc.every {
+		t.Errorf("20 uploads with no traffic took %v, want no pacing", d)
+	}
+
+	// Busy: 5 uploads take at least 4 intervals.
+	stop := make(chan struct{})
+	defer close(stop)
+	pc.busy()
+	go func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				pc.busy()
+			}
+		}
+	}()
+	start = time.Now()
+	for range 5 {
+		if err := pc.wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d < 4*pc.every {
+		t.Errorf("5 uploads while busy took %v, want at least %v", d, 4*pc.every)
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	pc.mu.Lock()
+	pc.next = time.Now().Add(time.Hour)
+	pc.mu.Unlock()
+	if err := pc.wait(cctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("wait with a cancelled context = %v", err)
+	}
+}
+
+// Traffic going quiet releases a waiting upload before its slot.
+func TestPacerReleasesWhenTrafficStops(t *testing.T) {
+	pc := &pacer{quiet: 50 * time.Millisecond, every: time.Hour}
+	pc.busy()
+	if err := pc.wait(context.Background()); err != nil { // takes the first slot
+		t.Fatal(err)
+	}
+	pc.busy()
+	done := make(chan error, 1)
+	go func() { done <- pc.wait(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("an upload waited for its hourly slot after the traffic stopped")
+	}
+	if idle := time.Since(time.Unix(0, pc.last.Load())); idle < pc.quiet {
+		t.Errorf("released after %v of quiet, want at least %v", idle, pc.quiet)
+	}
+}
