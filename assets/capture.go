@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/journal"
 )
 
 // spoolPattern names capture files in the spool folder while they stream.
@@ -57,7 +59,7 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Spool {
 	if p.closed.Load() || !p.settings.Load().Enable {
 		return nil
 	}
-	p.pace.busy()
+	p.captures.busy()
 	if p.skipExtension(req.URL.Path) {
 		p.stats.skipped.Add(1)
 		return nil
@@ -181,47 +183,22 @@ func (s *Spool) Finish(complete bool) {
 
 // finishInMemory is Finish for a body that fits in the buffer. A body seen before is
 // recognised by its print, without SHA-256, which for a 50 KB asset costs about as much CPU
-// as all the TLS work of proxying it; only a new body is hashed and written to a spool file.
+// as all the TLS work of proxying it; a new one goes to the spool journal as it is, for a
+// drainer to hash and commit off the client's path (spooljournal.go).
 func (s *Spool) finishInMemory() {
 	p := s.p
 	p.stats.captured.Add(1)
 	pr := bodyPrint{encoding: s.encoding, size: s.n, sum: maphash.Bytes(p.printSeed, s.buf)}
-	id, ok := p.prints.get(pr)
-	if ok && p.dropKnown(s.urlPath, id.size, id.hash) {
-		return
-	}
-	if p.queueFull() {
-		// The store is behind: shed now, before hashing and writing a file for nothing. A
-		// body the pipeline has but did not recognise by its print counts as shed too.
-		p.shed(s.urlPath, s.n)
-		return
-	}
 	c := finished{urlPath: s.urlPath, encoding: s.encoding, size: s.n, print: pr}
-	if s.encoding == "" {
-		if !ok {
-			sum := sha256.Sum256(s.buf)
-			id = assetID{hash: hex.EncodeToString(sum[:]), size: s.n}
-			p.prints.add(pr, id)
-			if p.dropKnown(s.urlPath, id.size, id.hash) {
-				return
-			}
+	if id, ok := p.prints.get(pr); ok {
+		if p.dropKnown(s.urlPath, id.size, id.hash) {
+			return
 		}
-		c.hash = id.hash
+		if s.encoding == "" {
+			c.hash = id.hash
+		}
 	}
-	f, err := p.spoolFile()
-	if err != nil {
-		p.stats.shed.Add(1)
-		p.log.Warn("capture shed: cannot create spool file", zap.String("path", s.urlPath), zap.Error(err))
-		return
-	}
-	if _, err := f.Write(s.buf); err != nil {
-		p.stats.shed.Add(1)
-		p.log.Warn("capture shed: spool write failed", zap.String("path", s.urlPath), zap.Error(err))
-		p.recycle(f)
-		return
-	}
-	c.spool = f.Name()
-	p.queue(f, c)
+	p.journalCapture(c, s.buf)
 }
 
 // dropKnown reports, and counts as known, a capture whose (key, hash) the pipeline already
@@ -242,7 +219,7 @@ func (p *Pipeline) queueFull() bool { return len(p.commits) == cap(p.commits) }
 // when their queue is full.
 func (p *Pipeline) queue(f *os.File, c finished) {
 	if p.queueFull() {
-		p.shed(c.urlPath, c.size)
+		p.shed(c.urlPath, c.size, "commit queue full")
 		p.recycle(f)
 		return
 	}
@@ -256,11 +233,13 @@ func (p *Pipeline) queue(f *os.File, c finished) {
 	case p.commits <- c:
 	default:
 		os.Remove(c.spool)
-		p.shed(c.urlPath, c.size)
+		p.shed(c.urlPath, c.size, "commit queue full")
 	}
 }
 
-func (p *Pipeline) shed(urlPath string, size int64) {
+// shed counts and logs a capture dropped for why (the commit queue or the spool full, the spool
+// failing).
+func (p *Pipeline) shed(urlPath string, size int64, why string) {
 	total := p.stats.shed.Add(1)
 	// Under a flood of new assets nearly every capture may be shed; a line each would flood
 	// the log (62,784 lines in 90 s of make bench), so at most one a second, with the total.
@@ -268,11 +247,11 @@ func (p *Pipeline) shed(urlPath string, size int64) {
 	if last != 0 && now-last < int64(shedLogEvery) || !p.lastShedLog.CompareAndSwap(last, now) {
 		return
 	}
-	p.log.Warn("capture shed: commit queue full", zap.String("path", urlPath), zap.Int64("size", size),
+	p.log.Warn("capture shed: "+why, zap.String("path", urlPath), zap.Int64("size", size),
 		zap.Int64("shed_total", total))
 }
 
-// shedLogEvery is the least time between two "commit queue full" log lines.
+// shedLogEvery is the least time between two "capture shed" log lines.
 const shedLogEvery = time.Second
 
 // spareSpools is how many empty spool files are kept ready, so that a capture does not pay
@@ -359,7 +338,8 @@ type finished struct {
 	encoding string
 	hash     string // of the bytes as spooled; "" when they are still encoded
 	size     int64
-	print    bodyPrint // zero for a body that did not fit in a Spool's buffer
+	print    bodyPrint       // zero for a body that did not fit in a Spool's buffer, or replayed
+	rec      *journal.Record // the spool journal's copy, for a body that fit in the buffer
 }
 
 // bodyPrint identifies a body as it came over the wire, cheaply: its encoding, its size and

@@ -16,19 +16,24 @@ const (
 	busyUploadEvery = 100 * time.Millisecond
 )
 
-// pacer spaces uploads out while the proxy is busy with captures.
+// pacer spaces work out while the proxy is busy with captures.
 type pacer struct {
 	quiet, every time.Duration
-	last         atomic.Int64 // Unix ns of the last capture start; 0 for none yet
+	last         *activity
 
 	mu   sync.Mutex
 	next time.Time // guarded by mu: when the next upload may start while busy
 }
 
-func newPacer() *pacer { return &pacer{quiet: quietAfter, every: busyUploadEvery} }
+// activity is the Unix ns of the last capture start; 0 for none yet.
+type activity struct{ atomic.Int64 }
 
 // busy records a capture starting now.
-func (pc *pacer) busy() { pc.last.Store(time.Now().UnixNano()) }
+func (a *activity) busy() { a.Store(time.Now().UnixNano()) }
+
+func newPacer(a *activity, every time.Duration) *pacer {
+	return &pacer{quiet: quietAfter, every: every, last: a}
+}
 
 // wait returns when an upload may start, or ctx's error.
 func (pc *pacer) wait(ctx context.Context) error {

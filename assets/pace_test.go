@@ -10,7 +10,7 @@ import (
 // While captures keep starting, uploads start at most one per interval; once they stop for the
 // quiet time, uploads start at once; and a cancelled wait returns.
 func TestPacerSpacesUploadsWhileBusy(t *testing.T) {
-	pc := &pacer{quiet: 300 * time.Millisecond, every: 40 * time.Millisecond}
+	pc := &pacer{quiet: 300 * time.Millisecond, every: 40 * time.Millisecond, last: new(activity)}
 	ctx := context.Background()
 
 	// Idle: no wait at all, however many uploads.
@@ -27,7 +27,7 @@ func TestPacerSpacesUploadsWhileBusy(t *testing.T) {
 	// Busy: 5 uploads take at least 4 intervals.
 	stop := make(chan struct{})
 	defer close(stop)
-	pc.busy()
+	pc.last.busy()
 	go func() {
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
@@ -36,7 +36,7 @@ func TestPacerSpacesUploadsWhileBusy(t *testing.T) {
 			case <-stop:
 				return
 			case <-tick.C:
-				pc.busy()
+				pc.last.busy()
 			}
 		}
 	}()
@@ -62,12 +62,12 @@ func TestPacerSpacesUploadsWhileBusy(t *testing.T) {
 
 // Traffic going quiet releases a waiting upload before its slot.
 func TestPacerReleasesWhenTrafficStops(t *testing.T) {
-	pc := &pacer{quiet: 50 * time.Millisecond, every: time.Hour}
-	pc.busy()
+	pc := &pacer{quiet: 50 * time.Millisecond, every: time.Hour, last: new(activity)}
+	pc.last.busy()
 	if err := pc.wait(context.Background()); err != nil { // takes the first slot
 		t.Fatal(err)
 	}
-	pc.busy()
+	pc.last.busy()
 	done := make(chan error, 1)
 	go func() { done <- pc.wait(context.Background()) }()
 	select {

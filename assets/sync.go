@@ -18,6 +18,7 @@ import (
 	"github.com/andybalholm/brotli"
 	"go.uber.org/zap"
 
+	"github.com/fusou-proxy/fusou-proxy/internal/journal"
 	"github.com/fusou-proxy/fusou-proxy/pending"
 )
 
@@ -62,6 +63,8 @@ type PipelineOptions struct {
 	Workers, QueueSize int
 	// MaxAssetBytes bounds a decoded body; 0 means MaxAssetBytes.
 	MaxAssetBytes int64
+	// MaxSpoolBytes bounds the spool journal's uncommitted bytes; 0 means DefaultMaxSpoolBytes.
+	MaxSpoolBytes int64
 	Settings      Settings
 	Logger        *zap.Logger
 }
@@ -77,12 +80,20 @@ type Pipeline struct {
 	settings atomic.Pointer[Settings]
 	stats    counters
 
-	spares    chan *os.File // empty spool files ready for captures
-	commits   chan finished // completed captures waiting for their commit
-	uploads   chan string   // ids of committed entries waiting for a worker
-	printSeed maphash.Seed  // keys bodyPrint sums; made at random for each process
-	prints    printCache    // what recently seen bodies are, by their print
-	pace      *pacer        // holds uploads back while captures stream in
+	spares     chan *os.File // empty spool files ready for captures
+	commits    chan finished // completed captures waiting for their commit
+	uploads    chan string   // ids of committed entries waiting for a worker
+	printSeed  maphash.Seed  // keys bodyPrint sums; made at random for each process
+	prints     printCache    // what recently seen bodies are, by their print
+	captures   activity      // when the last capture started
+	pace       *pacer        // holds uploads back while captures stream in
+	commitPace *pacer        // holds the journal's commits back likewise
+
+	journal       *journal.Journal // new small captures, until a drainer commits them
+	backlogMu     sync.Mutex
+	backlog       backlog
+	inSpool       map[spoolKey]struct{} // guarded by backlogMu: captures waiting in the journal
+	drainDeadline atomic.Int64          // Unix ns: drainers stop draining at shutdown then
 
 	seenMu sync.Mutex
 	seen   map[keyHash]struct{} // (key, hash) pairs this process uploaded
@@ -114,6 +125,9 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 	if o.MaxAssetBytes <= 0 {
 		o.MaxAssetBytes = MaxAssetBytes
 	}
+	if o.MaxSpoolBytes <= 0 {
+		o.MaxSpoolBytes = DefaultMaxSpoolBytes
+	}
 	if err := sweepSpool(o.SpoolDir, o.Logger); err != nil {
 		return nil, err
 	}
@@ -123,10 +137,15 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 		commits:   make(chan finished, o.QueueSize),
 		uploads:   make(chan string, o.QueueSize),
 		printSeed: maphash.MakeSeed(),
-		pace:      newPacer(),
+		inSpool:   make(map[spoolKey]struct{}),
 		seen:      make(map[keyHash]struct{}),
 	}
+	p.pace = newPacer(&p.captures, busyUploadEvery)
+	p.commitPace = newPacer(&p.captures, busyCommitEvery)
 	p.SetSettings(o.Settings)
+	if err := p.openJournal(); err != nil {
+		return nil, fmt.Errorf("new pipeline: %w", err)
+	}
 	return p, nil
 }
 
@@ -139,20 +158,25 @@ func (p *Pipeline) SetSettings(s Settings) {
 // Run starts the committers and the upload workers; Close stops them.
 func (p *Pipeline) Run(ctx context.Context) {
 	ctx, p.cancel = context.WithCancel(ctx)
-	p.wg.Add(1 + committers + p.o.Workers)
+	p.wg.Add(1 + committers + drainers + p.o.Workers)
 	go p.keepSpares(ctx)
 	for range committers {
 		go p.committer(ctx)
+	}
+	for range drainers {
+		go p.drainer(ctx)
 	}
 	for range p.o.Workers {
 		go p.worker(ctx)
 	}
 }
 
-// Close stops taking captures, commits the ones already finished, cancels the uploads in
+// Close stops taking captures, commits the ones already finished (those in the spool journal
+// for most of ShutdownGrace; the rest stay there for the next start), cancels the uploads in
 // flight (their entries stay pending) and waits up to ShutdownGrace for all of it.
 func (p *Pipeline) Close() error {
 	p.closed.Store(true)
+	p.drainDeadline.Store(time.Now().Add(ShutdownGrace - time.Second).UnixNano())
 	if p.cancel != nil {
 		p.cancel()
 	}
@@ -160,7 +184,7 @@ func (p *Pipeline) Close() error {
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
+		return p.journal.Close()
 	case <-time.After(ShutdownGrace):
 		return fmt.Errorf("close pipeline: still busy after %s", ShutdownGrace)
 	}
@@ -438,13 +462,14 @@ type Stats struct {
 	Failed    int64 `json:"failed"`        // transient failures
 	Rejected  int64 `json:"rejected"`      // permanent failures
 	Auth      int64 `json:"auth"`          // uploads held back for want of a valid session
+	Spooled   int64 `json:"spooled"`       // captures in the spool journal, not yet committed
 }
 
 // Stats returns the counters.
 func (p *Pipeline) Stats() Stats {
 	c := &p.stats
 	return Stats{c.captured.Load(), c.shed.Load(), c.skipped.Load(), c.known.Load(), c.committed.Load(),
-		c.uploaded.Load(), c.failed.Load(), c.rejected.Load(), c.auth.Load()}
+		c.uploaded.Load(), c.failed.Load(), c.rejected.Load(), c.auth.Load(), int64(p.Backlog())}
 }
 
 // contextOf is an asset as the pending store records it.

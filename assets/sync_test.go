@@ -39,6 +39,8 @@ type fixtureOpts struct {
 	workers   int
 	index     bool
 	noRun     bool
+	// maxSpoolBytes is PipelineOptions.MaxSpoolBytes.
+	maxSpoolBytes int64
 }
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
@@ -71,7 +73,8 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	}
 	p, err := NewPipeline(PipelineOptions{Store: st, Uploader: up, Index: ix, Session: sess,
 		SpoolDir: filepath.Join(dir, "spool"), Endpoint: srv.UploadEndpoint, Workers: o.workers,
-		Settings: Settings{Enable: true, SkipExtensions: []string{"mp3"}}, Logger: log})
+		MaxSpoolBytes: o.maxSpoolBytes,
+		Settings:      Settings{Enable: true, SkipExtensions: []string{"mp3"}}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,20 +405,29 @@ func TestShutdownLeavesCommittedEntriesPending(t *testing.T) {
 	}
 }
 
-func TestCommitQueueFullShedsWithoutBlocking(t *testing.T) {
-	f := newFixture(t, fixtureOpts{noRun: true}) // no committer: the queue fills
+// bigPNG is a body too large for a Spool's buffer: it streams to its own spool file and goes
+// through the commit queue, not the journal.
+func bigPNG(i int) []byte { return append(png(i), bytes.Repeat([]byte{byte(i)}, spoolBufferSize)...) }
+
+// runUntilDone fails the test if fn blocks for long.
+func runUntilDone(t *testing.T, what string, fn func()) {
+	t.Helper()
 	done := make(chan struct{})
-	go func() {
-		for i := range DefaultQueueSize + 10 {
-			f.capture(fmt.Sprintf("/kcs2/img/q/%d.png", i), png(i), "")
-		}
-		close(done)
-	}()
+	go func() { fn(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(20 * time.Second):
-		t.Fatal("captures blocked on a full commit queue")
+		t.Fatal(what + " blocked")
 	}
+}
+
+func TestCommitQueueFullShedsWithoutBlocking(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noRun: true}) // no committer: the queue fills
+	runUntilDone(t, "captures on a full commit queue", func() {
+		for i := range DefaultQueueSize + 10 {
+			f.capture(fmt.Sprintf("/kcs2/img/q/%d.png", i), bigPNG(i), "")
+		}
+	})
 	if s := f.p.Stats(); s.Shed != 10 {
 		t.Errorf("shed = %d, want 10", s.Shed)
 	}
@@ -423,9 +435,35 @@ func TestCommitQueueFullShedsWithoutBlocking(t *testing.T) {
 	if n := f.logs.FilterMessage("capture shed: commit queue full").Len(); n < 1 || n >= 10 {
 		t.Errorf("%d shed log lines for 10 sheds in a burst, want 1 (at most one a second)", n)
 	}
-	if n := len(mustGlob(t, filepath.Join(f.dir, "spool", "*"))); n != DefaultQueueSize {
-		t.Errorf("%d spool files, want %d (the shed ones removed)", n, DefaultQueueSize)
+	// The queued files, and the shed ones emptied and kept as spares for the next captures.
+	if n := len(mustGlob(t, filepath.Join(f.dir, "spool", "capture-*"))) - len(f.p.spares); n != DefaultQueueSize {
+		t.Errorf("%d spool files besides the spares, want %d", n, DefaultQueueSize)
 	}
+}
+
+// Small captures wait in the journal up to MaxSpoolBytes; past it they are shed, counted and
+// logged, without blocking the client.
+func TestSpoolFullShedsWithoutBlocking(t *testing.T) {
+	body := func(i int) []byte { return append(png(i), make([]byte, 700)...) } // ~1 KB
+	f := newFixture(t, fixtureOpts{noRun: true, maxSpoolBytes: 20 << 10})
+	runUntilDone(t, "captures on a full spool", func() {
+		for i := range 40 {
+			f.capture(fmt.Sprintf("/kcs2/img/q/%d.png", i), body(i), "")
+		}
+	})
+	s := f.p.Stats()
+	if s.Shed < 15 || s.Shed > 25 || f.p.Backlog() != int(s.Captured-s.Shed) {
+		t.Errorf("40 captures of 1 KB into a 20 KB spool: shed %d, waiting %d", s.Shed, f.p.Backlog())
+	}
+	if n := f.logs.FilterMessage("capture shed: spool full").Len(); n != 1 {
+		t.Errorf("%d 'spool full' lines, want 1", n)
+	}
+	// The ones taken are committed and uploaded once the pipeline runs.
+	f.p.Run(context.Background())
+	t.Cleanup(func() { f.p.Close() })
+	eventually(t, "the spooled captures uploaded", func() bool {
+		return f.p.Stats().Uploaded == s.Captured-s.Shed
+	})
 }
 
 func TestStaleSpoolFilesAreSweptAtStart(t *testing.T) {

@@ -96,7 +96,9 @@ func newApp(src config.Sources, cfg *config.Loaded, flags func(*config.Loaded), 
 		Store: a.store, Uploader: uploader, Index: a.index, Session: a.session,
 		SpoolDir: filepath.Join(dir, datadir.SpoolDir), Endpoint: as.AssetUploadEndpoint,
 		Workers: as.Workers, QueueSize: as.QueueSize, MaxAssetBytes: cfg.Proxy.Capture.MaxAssetBytes,
-		Settings: pipelineSettings(cfg), Logger: log.Named("assets"),
+		// The journal holds what the store will: it is bounded by the same size.
+		MaxSpoolBytes: as.Retry.MaxPendingBytes,
+		Settings:      pipelineSettings(cfg), Logger: log.Named("assets"),
 	}); err != nil {
 		return nil, err
 	}

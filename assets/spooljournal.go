@@ -1,0 +1,225 @@
+package assets
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/journal"
+)
+
+// A new asset whose body fits in a Spool's buffer is appended to the spool journal on the
+// client's path (spool/journal-*.log: one write into an open file, no new file, no fsync, no
+// SHA-256), and committed to the pending store later by the drainers. While captures stream in,
+// the drainers commit at most one per busyCommitEvery, so that a burst of new assets costs the
+// client little more than a burst of known ones; once the traffic goes quiet they commit at full
+// speed. A process killed before the commit loses nothing: Open replays the journal.
+const (
+	busyCommitEvery = 25 * time.Millisecond
+	drainers        = 4
+	// DefaultMaxSpoolBytes bounds the journal's uncommitted bytes when PipelineOptions says
+	// nothing: past it, new captures are shed.
+	DefaultMaxSpoolBytes int64 = 2 << 30
+)
+
+// spoolMeta is a journal record's meta: what a capture is, besides its bytes.
+type spoolMeta struct {
+	Path     string `json:"path"`
+	Encoding string `json:"encoding,omitempty"`
+}
+
+// spoolKey identifies a capture waiting in the journal, so that a repeat of it is dropped.
+type spoolKey struct {
+	print   bodyPrint
+	urlPath string
+}
+
+// backlog is the journal's captures waiting for a drainer, oldest first.
+type backlog struct {
+	ready chan struct{} // signalled when an item is pushed
+	items []finished    // guarded by Pipeline.backlogMu
+	head  int
+}
+
+// openJournal opens the spool journal and queues what an earlier run left in it.
+func (p *Pipeline) openJournal() error {
+	j, recs, dropped, err := journal.Open(p.spoolDir)
+	if err != nil {
+		return err
+	}
+	p.journal = j
+	p.backlog.ready = make(chan struct{}, 1)
+	for _, r := range recs {
+		var m spoolMeta
+		if err := json.Unmarshal(r.Meta(), &m); err != nil || m.Path == "" {
+			p.log.Warn("spool record unreadable; dropped", zap.Error(err))
+			r.Release()
+			continue
+		}
+		p.pushBacklog(finished{urlPath: m.Path, encoding: m.Encoding, size: int64(r.BodyLen()), rec: r})
+	}
+	if len(recs) > 0 {
+		p.log.Info("Recovered captures from the spool", zap.Int("captures", len(recs)))
+	}
+	if dropped > 0 {
+		p.log.Warn("Spool journal had a damaged tail; its bytes were dropped", zap.Int64("bytes", dropped))
+	}
+	return nil
+}
+
+// journalCapture appends a new in-memory capture to the journal and queues it for a drainer,
+// or drops it when the same body for the same path already waits there, or sheds it when the
+// journal is full or failing.
+func (p *Pipeline) journalCapture(c finished, body []byte) {
+	k := spoolKey{c.print, c.urlPath}
+	p.backlogMu.Lock()
+	_, waiting := p.inSpool[k]
+	p.backlogMu.Unlock()
+	if waiting {
+		p.stats.known.Add(1)
+		return
+	}
+	if p.journal.LiveBytes()+int64(len(body)) > p.o.MaxSpoolBytes {
+		p.shed(c.urlPath, c.size, "spool full")
+		return
+	}
+	meta, _ := json.Marshal(spoolMeta{Path: c.urlPath, Encoding: c.encoding})
+	rec, err := p.journal.Append(meta, body)
+	if err != nil {
+		p.shed(c.urlPath, c.size, err.Error())
+		return
+	}
+	c.rec = rec
+	p.pushBacklog(c)
+}
+
+func (p *Pipeline) pushBacklog(c finished) {
+	p.backlogMu.Lock()
+	p.backlog.items = append(p.backlog.items, c)
+	if c.print.size > 0 {
+		p.inSpool[spoolKey{c.print, c.urlPath}] = struct{}{}
+	}
+	p.backlogMu.Unlock()
+	select {
+	case p.backlog.ready <- struct{}{}:
+	default:
+	}
+}
+
+// popBacklog takes the oldest waiting capture, if any.
+func (p *Pipeline) popBacklog() (finished, bool) {
+	p.backlogMu.Lock()
+	defer p.backlogMu.Unlock()
+	b := &p.backlog
+	if b.head == len(b.items) {
+		return finished{}, false
+	}
+	c := b.items[b.head]
+	b.items[b.head] = finished{}
+	b.head++
+	if b.head == len(b.items) { // empty: reuse the array from the start
+		b.items, b.head = b.items[:0], 0
+	} else if b.head > 4096 && b.head*2 > len(b.items) {
+		b.items, b.head = append(b.items[:0:0], b.items[b.head:]...), 0
+	}
+	if len(b.items) > b.head { // let another drainer see the rest
+		select {
+		case b.ready <- struct{}{}:
+		default:
+		}
+	}
+	return c, true
+}
+
+// Backlog returns the number of captures waiting in the journal for their commit.
+func (p *Pipeline) Backlog() int {
+	p.backlogMu.Lock()
+	defer p.backlogMu.Unlock()
+	return len(p.backlog.items) - p.backlog.head
+}
+
+// drainer commits the journal's captures, paced while captures stream in. At shutdown it goes
+// on without pacing until the backlog is empty or the drain deadline passes; what is left stays
+// in the journal for the next start.
+func (p *Pipeline) drainer(ctx context.Context) {
+	defer p.wg.Done()
+	for ctx.Err() == nil {
+		if p.commitPace.wait(ctx) != nil {
+			break
+		}
+		c, ok := p.popBacklog()
+		if !ok {
+			select {
+			case <-p.backlog.ready:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		p.commitJournaled(c)
+	}
+	for time.Now().Before(p.drainUntil()) {
+		c, ok := p.popBacklog()
+		if !ok {
+			return
+		}
+		p.commitJournaled(c)
+	}
+}
+
+func (p *Pipeline) drainUntil() time.Time { return time.Unix(0, p.drainDeadline.Load()) }
+
+// commitJournaled hashes a journal capture (when its bytes are the resource itself), drops it if
+// it is known, else writes it to a spool file and commits that; the record is released either
+// way: from here on the store, or the log line of a failed commit, is the record.
+func (p *Pipeline) commitJournaled(c finished) {
+	defer func() {
+		c.rec.Release()
+		if c.print.size > 0 {
+			p.backlogMu.Lock()
+			delete(p.inSpool, spoolKey{c.print, c.urlPath})
+			p.backlogMu.Unlock()
+		}
+	}()
+	bufp := bufferPool.Get().(*[]byte)
+	defer bufferPool.Put(bufp)
+	body, err := c.rec.ReadBody((*bufp)[:0])
+	if err != nil {
+		p.stats.shed.Add(1)
+		p.log.Warn("capture not committed", zap.String("path", c.urlPath), zap.Error(err))
+		return
+	}
+	if c.encoding == "" {
+		if c.hash == "" {
+			sum := sha256.Sum256(body)
+			c.hash = hex.EncodeToString(sum[:])
+		}
+		if c.print.size > 0 {
+			p.prints.add(c.print, assetID{hash: c.hash, size: c.size})
+		}
+		if p.dropKnown(c.urlPath, c.size, c.hash) {
+			return
+		}
+	}
+	f, err := p.spoolFile()
+	if err == nil {
+		_, err = f.Write(body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(f.Name())
+		}
+	}
+	if err != nil {
+		p.stats.shed.Add(1)
+		p.log.Warn("capture not committed: spool file", zap.String("path", c.urlPath), zap.Error(err))
+		return
+	}
+	c.spool = f.Name()
+	p.commit(c)
+}

@@ -1,0 +1,108 @@
+package assets
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// Captures still in the journal when the process dies are committed and uploaded by the next
+// run, each once; a repeat of a waiting capture is not journaled twice.
+func TestJournalReplayedAfterRestart(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noRun: true}) // no drainer: everything stays in the journal
+	const n = 30
+	for i := range n {
+		f.capture(fmt.Sprintf("/kcs2/img/j/%d.png", i), png(i), "")
+	}
+	f.capture("/kcs2/img/j/0.png", png(0), "") // the same body for the same path, still waiting
+	if s := f.p.Stats(); s.Captured != n+1 || s.Known != 1 || f.p.Backlog() != n {
+		t.Fatalf("stats %+v, backlog %d; want %d waiting and the repeat known", s, f.p.Backlog(), n)
+	}
+	if got := mustGlob(t, filepath.Join(f.dir, "spool", "journal-*.log")); len(got) != 1 {
+		t.Fatalf("journal segments = %v", got)
+	}
+	if c := f.store.Stats().Count; c != 0 {
+		t.Fatalf("%d entries committed with no drainer running", c)
+	}
+	// The process dies here: no Close. A new pipeline on the same folders takes over.
+	p2, err := NewPipeline(f.p.o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2.Backlog() != n {
+		t.Fatalf("replayed backlog = %d, want %d", p2.Backlog(), n)
+	}
+	if f.logs.FilterMessage("Recovered captures from the spool").Len() != 1 {
+		t.Error("no 'Recovered captures from the spool' line")
+	}
+	p2.Run(context.Background())
+	t.Cleanup(func() { p2.Close() })
+	eventually(t, "the replayed captures uploaded", func() bool { return f.srv.Uploads() == n })
+	for i := range n {
+		if got := f.srv.UploadCount(fmt.Sprintf("assets/kcs2/img/j/%d.png", i), sum(png(i))); got != 1 {
+			t.Errorf("asset %d uploaded %d times", i, got)
+		}
+	}
+	eventually(t, "the journal emptied", func() bool {
+		return p2.journal.LiveBytes() == 0 && f.store.Stats().Count == 0
+	})
+}
+
+// While captures stream in, the journal's commits are paced; once the traffic stops, the rest
+// are committed at full speed; Close commits what is left.
+func TestJournalCommitsWaitForQuiet(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() { // the game's traffic: a capture starting every few milliseconds
+		defer close(stopped)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				f.p.captures.busy()
+			}
+		}
+	}()
+	const n = 200
+	start := time.Now()
+	for i := range n {
+		f.capture(fmt.Sprintf("/kcs2/img/b/%d.png", i), png(i), "")
+	}
+	time.Sleep(200 * time.Millisecond) // a window to count commits in, not a synchronisation
+	elapsed := time.Since(start)
+	committed := f.p.Stats().Committed
+	if limit := int64(elapsed/busyCommitEvery) + drainers + 1; committed > limit {
+		t.Errorf("%d commits in %v of traffic, want at most %d (one per %v)", committed, elapsed, limit, busyCommitEvery)
+	}
+	close(stop)
+	<-stopped
+	eventually(t, "the backlog committed after the traffic stopped", func() bool {
+		s := f.p.Stats()
+		return s.Committed == n && f.p.Backlog() == 0
+	})
+	eventually(t, "the captures uploaded", func() bool { return f.srv.Uploads() == n })
+}
+
+// Close commits what waits in the journal, unpaced, before it returns.
+func TestCloseDrainsTheJournal(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noSession: true})
+	f.p.captures.busy()
+	for i := range 50 {
+		f.capture(fmt.Sprintf("/kcs2/img/c/%d.png", i), png(i), "")
+	}
+	if err := f.p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.store.Stats().Count; c != 50 || f.p.Backlog() != 0 {
+		t.Errorf("after Close: %d pending, %d in the journal; want 50 and 0", c, f.p.Backlog())
+	}
+	if got := mustGlob(t, filepath.Join(f.dir, "spool", "journal-*.log")); len(got) != 0 {
+		t.Errorf("journal segments left after a full drain: %v", got)
+	}
+}

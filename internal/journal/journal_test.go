@@ -1,0 +1,257 @@
+package journal
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+func body(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 1000+i*37) }
+func meta(i int) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, i)) }
+
+func mustOpen(t *testing.T, dir string) (*Journal, []*Record, int64) {
+	t.Helper()
+	j, recs, dropped, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j, recs, dropped
+}
+
+func segments(t *testing.T, dir string) []string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, filePrefix+"*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func checkRecord(t *testing.T, r *Record, i int) {
+	t.Helper()
+	if !bytes.Equal(r.Meta(), meta(i)) {
+		t.Fatalf("record %d meta = %q", i, r.Meta())
+	}
+	b, err := r.ReadBody(nil)
+	if err != nil || !bytes.Equal(b, body(i)) || r.BodyLen() != len(body(i)) {
+		t.Fatalf("record %d body: %d bytes, err %v", i, len(b), err)
+	}
+}
+
+// What is appended and not released comes back from Open, in order, byte for byte; once all of
+// it is released, no segment is left.
+func TestReplayAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	j, recs, _ := mustOpen(t, dir)
+	if len(recs) != 0 {
+		t.Fatalf("new journal replayed %d records", len(recs))
+	}
+	var want int64
+	for i := range 100 {
+		r, err := j.Append(meta(i), body(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkRecord(t, r, i)
+		want += r.size()
+	}
+	if got := j.LiveBytes(); got != want {
+		t.Errorf("LiveBytes = %d, want %d", got, want)
+	}
+	j.Close() // as a crash would leave it: nothing released
+
+	j2, recs, dropped := mustOpen(t, dir)
+	if len(recs) != 100 || dropped != 0 {
+		t.Fatalf("replayed %d records, dropped %d bytes; want 100, 0", len(recs), dropped)
+	}
+	for i, r := range recs {
+		checkRecord(t, r, i)
+	}
+	if got := j2.LiveBytes(); got != want {
+		t.Errorf("LiveBytes after replay = %d, want %d", got, want)
+	}
+	for _, r := range recs {
+		r.Release()
+		r.Release() // twice is harmless
+	}
+	if got := segments(t, dir); len(got) != 0 || j2.LiveBytes() != 0 {
+		t.Errorf("after releasing every record: segments %v, live %d", got, j2.LiveBytes())
+	}
+	// New appends go on after the old segments' numbers.
+	if _, err := j2.Append(meta(1), body(1)); err != nil {
+		t.Fatal(err)
+	}
+	j2.Close()
+	_, recs, _ = mustOpen(t, dir)
+	if len(recs) != 1 {
+		t.Fatalf("replayed %d records, want 1", len(recs))
+	}
+	checkRecord(t, recs[0], 1)
+}
+
+// A record cut off by a crash, or damaged, ends the segment's replay: the records before it
+// come back, nothing after it does, and the lost bytes are counted.
+func TestReplayStopsAtDamage(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, path string, size int64)
+	}{
+		{"torn tail", func(t *testing.T, path string, size int64) {
+			if err := os.Truncate(path, size-10); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"flipped byte", func(t *testing.T, path string, size int64) {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteAt([]byte{0xff}, size-100); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"garbage header", func(t *testing.T, path string, size int64) {
+			f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			f.Write(bytes.Repeat([]byte{0xff}, 40))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			j, _, _ := mustOpen(t, dir)
+			for i := range 3 {
+				if _, err := j.Append(meta(i), body(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			j.Close()
+			segs := segments(t, dir)
+			fi, err := os.Stat(segs[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(t, segs[0], fi.Size())
+			_, recs, dropped := mustOpen(t, dir)
+			want := 2
+			if tc.name == "garbage header" {
+				want = 3
+			}
+			if len(recs) != want || dropped <= 0 {
+				t.Fatalf("replayed %d records, dropped %d bytes; want %d and some", len(recs), dropped, want)
+			}
+			for i, r := range recs {
+				checkRecord(t, r, i)
+			}
+		})
+	}
+}
+
+// A full segment is sealed and a new one begun; a sealed segment goes once its records are
+// released, while the current one stays for appends.
+func TestSegmentsRotateAndGo(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := mustOpen(t, dir)
+	j.segmentSize = 4 << 10
+	var recs []*Record
+	for i := range 10 {
+		r, err := j.Append(meta(i), body(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	n := len(segments(t, dir))
+	if n < 3 {
+		t.Fatalf("%d segments for 10 records of ~1.2 KB in 4 KB segments", n)
+	}
+	for _, r := range recs[:len(recs)-1] {
+		r.Release()
+	}
+	if got := segments(t, dir); len(got) != 1 {
+		t.Errorf("segments after releasing all but the last record = %v", got)
+	}
+	recs[len(recs)-1].Release()
+	if got := segments(t, dir); len(got) != 1 { // the current segment takes more appends
+		t.Errorf("segments after releasing every record = %v", got)
+	}
+	j.Close()
+	if got := segments(t, dir); len(got) != 0 {
+		t.Errorf("segments after Close with nothing live = %v", got)
+	}
+}
+
+// A failed write leaves no damage in front of later records.
+func TestFailedAppendLeavesNoDamage(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := mustOpen(t, dir)
+	if _, err := j.Append(meta(0), body(0)); err != nil {
+		t.Fatal(err)
+	}
+	// Swap the segment's file for a read-only one: the write and the cut-back both fail.
+	ro, err := os.Open(j.cur.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := j.cur.f
+	j.cur.f = ro
+	if _, err := j.Append(meta(1), body(1)); err == nil {
+		t.Fatal("append through a read-only file succeeded")
+	}
+	good.Close()
+	if _, err := j.Append(meta(2), body(2)); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	_, recs, _ := mustOpen(t, dir)
+	if len(recs) != 2 {
+		t.Fatalf("replayed %d records, want 2", len(recs))
+	}
+	checkRecord(t, recs[0], 0)
+	checkRecord(t, recs[1], 2)
+}
+
+func TestConcurrentUse(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := mustOpen(t, dir)
+	j.segmentSize = 64 << 10
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 100 {
+				n := (g*100 + i) % 50
+				r, err := j.Append(meta(n), body(n))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, err := r.ReadBody(make([]byte, 0, 10))
+				if err != nil || !bytes.Equal(b, body(n)) {
+					t.Errorf("read back %d: %v", n, err)
+				}
+				r.Release()
+			}
+		})
+	}
+	wg.Wait()
+	if got := j.LiveBytes(); got != 0 {
+		t.Errorf("LiveBytes = %d after releasing everything", got)
+	}
+	if got := segments(t, dir); len(got) > 1 {
+		t.Errorf("segments left: %v", got)
+	}
+	if _, err := j.Append(nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	if _, err := j.Append(meta(1), body(1)); err != ErrClosed {
+		t.Errorf("Append after Close = %v", err)
+	}
+}
