@@ -20,8 +20,12 @@ import (
 // client little more than a burst of known ones; once the traffic goes quiet they commit at full
 // speed. A process killed before the commit loses nothing: Open replays the journal.
 const (
-	busyCommitEvery = 25 * time.Millisecond
+	busyCommitEvery = 50 * time.Millisecond
 	drainers        = 4
+	// shutdownDrain bounds how long the drainers go on committing once the pipeline stops: a
+	// game's burst (hundreds of assets) commits in under a second; what a flood leaves stays in
+	// the journal for the next start.
+	shutdownDrain = 3 * time.Second
 	// DefaultMaxSpoolBytes bounds the journal's uncommitted bytes when PipelineOptions says
 	// nothing: past it, new captures are shed.
 	DefaultMaxSpoolBytes int64 = 2 << 30
@@ -144,7 +148,7 @@ func (p *Pipeline) Backlog() int {
 }
 
 // drainer commits the journal's captures, paced while captures stream in. At shutdown it goes
-// on without pacing until the backlog is empty or the drain deadline passes; what is left stays
+// on without pacing until the backlog is empty or shutdownDrain has passed; what is left stays
 // in the journal for the next start.
 func (p *Pipeline) drainer(ctx context.Context) {
 	defer p.wg.Done()
@@ -162,6 +166,8 @@ func (p *Pipeline) drainer(ctx context.Context) {
 		}
 		p.commitJournaled(c)
 	}
+	// The first drainer to stop sets the deadline for all.
+	p.drainDeadline.CompareAndSwap(0, time.Now().Add(p.shutdownDrain).UnixNano())
 	for time.Now().Before(p.drainUntil()) {
 		c, ok := p.popBacklog()
 		if !ok {

@@ -106,3 +106,37 @@ func TestCloseDrainsTheJournal(t *testing.T) {
 		t.Errorf("journal segments left after a full drain: %v", got)
 	}
 }
+
+// A backlog too large to commit in the shutdown's drain time stays in the journal: Close does
+// not wait for it, and the next start commits the rest.
+func TestCloseLeavesALargeBacklogInTheJournal(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noSession: true, noRun: true})
+	const n = 300
+	for i := range n {
+		f.capture(fmt.Sprintf("/kcs2/img/l/%d.png", i), png(i), "")
+	}
+	f.p.shutdownDrain = time.Millisecond
+	f.p.Run(context.Background())
+	f.p.captures.busy() // traffic: the drainers are paced, so the backlog is still there
+	start := time.Now()
+	if err := f.p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+	committed := f.store.Stats().Count
+	if committed == n || int64(committed) != f.p.Stats().Committed {
+		t.Fatalf("%d of %d committed by Close (stats %+v); want some left in the journal", committed, n, f.p.Stats())
+	}
+	p2, err := NewPipeline(f.p.o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p2.Backlog(); got+committed < n {
+		t.Fatalf("replayed %d, committed %d: %d captures lost", got, committed, n-got-committed)
+	}
+	p2.Run(context.Background())
+	t.Cleanup(func() { p2.Close() })
+	eventually(t, "every capture committed once", func() bool { return f.store.Stats().Count == n && p2.Backlog() == 0 })
+}

@@ -93,7 +93,8 @@ type Pipeline struct {
 	backlogMu     sync.Mutex
 	backlog       backlog
 	inSpool       map[spoolKey]struct{} // guarded by backlogMu: captures waiting in the journal
-	drainDeadline atomic.Int64          // Unix ns: drainers stop draining at shutdown then
+	drainDeadline atomic.Int64          // Unix ns: drainers stop committing at shutdown then; 0 until set
+	shutdownDrain time.Duration         // shutdownDrain; shorter in tests
 
 	seenMu sync.Mutex
 	seen   map[keyHash]struct{} // (key, hash) pairs this process uploaded
@@ -133,12 +134,13 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 	}
 	p := &Pipeline{
 		o: o, log: o.Logger, store: o.Store, spoolDir: o.SpoolDir,
-		spares:    make(chan *os.File, spareSpools),
-		commits:   make(chan finished, o.QueueSize),
-		uploads:   make(chan string, o.QueueSize),
-		printSeed: maphash.MakeSeed(),
-		inSpool:   make(map[spoolKey]struct{}),
-		seen:      make(map[keyHash]struct{}),
+		spares:        make(chan *os.File, spareSpools),
+		commits:       make(chan finished, o.QueueSize),
+		uploads:       make(chan string, o.QueueSize),
+		printSeed:     maphash.MakeSeed(),
+		inSpool:       make(map[spoolKey]struct{}),
+		shutdownDrain: shutdownDrain,
+		seen:          make(map[keyHash]struct{}),
 	}
 	p.pace = newPacer(&p.captures, busyUploadEvery)
 	p.commitPace = newPacer(&p.captures, busyCommitEvery)
@@ -172,11 +174,10 @@ func (p *Pipeline) Run(ctx context.Context) {
 }
 
 // Close stops taking captures, commits the ones already finished (those in the spool journal
-// for most of ShutdownGrace; the rest stay there for the next start), cancels the uploads in
+// for up to shutdownDrain; the rest stay there for the next start), cancels the uploads in
 // flight (their entries stay pending) and waits up to ShutdownGrace for all of it.
 func (p *Pipeline) Close() error {
 	p.closed.Store(true)
-	p.drainDeadline.Store(time.Now().Add(ShutdownGrace - time.Second).UnixNano())
 	if p.cancel != nil {
 		p.cancel()
 	}

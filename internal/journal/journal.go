@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 const (
@@ -57,7 +58,7 @@ type Journal struct {
 	cur    *segment              // the segment taking appends; nil until the first
 	segs   map[*segment]struct{} // every open segment, cur included
 	seq    uint64                // the last segment number used
-	live   int64                 // bytes of the records not yet released
+	live   atomic.Int64          // bytes of the records not yet released; read without mu
 	closed bool
 
 	segmentSize int64 // SegmentSize; smaller in tests
@@ -113,7 +114,7 @@ func (r *Record) Release() {
 	}
 	r.released = true
 	r.seg.live--
-	j.live -= r.size()
+	j.live.Add(-r.size())
 	if r.seg.sealed && r.seg.live == 0 {
 		j.removeLocked(r.seg)
 	}
@@ -193,7 +194,7 @@ func (j *Journal) replay(path string) (*segment, []*Record, int64, error) {
 		r := &Record{j: j, seg: seg, off: off, meta: meta, bodyLen: bodyLen}
 		recs = append(recs, r)
 		seg.live++
-		j.live += r.size()
+		j.live.Add(r.size())
 		off += r.size()
 	}
 	return seg, recs, seg.size - off, nil
@@ -242,7 +243,7 @@ func (j *Journal) Append(meta, body []byte) (*Record, error) {
 	r.seg, r.off = seg, seg.size
 	seg.size += r.size()
 	seg.live++
-	j.live += r.size()
+	j.live.Add(r.size())
 	return r, nil
 }
 
@@ -275,11 +276,7 @@ func (j *Journal) removeLocked(seg *segment) {
 }
 
 // LiveBytes returns the size of the records not yet released.
-func (j *Journal) LiveBytes() int64 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.live
-}
+func (j *Journal) LiveBytes() int64 { return j.live.Load() }
 
 // Close stops appends and closes the segment files. Unreleased records stay on disk for the
 // next Open; a segment with none is removed. Records must not be read after Close.
