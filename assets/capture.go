@@ -26,18 +26,48 @@ import (
 // spoolPattern names capture files in the spool folder while they stream.
 const spoolPattern = "capture-*"
 
-// spoolBufferSize is how much of a body a Spool keeps in memory before it writes to a spool
-// file. It covers a typical game image, so that a repeated one is recognised and dropped
-// without touching the disk, and a new one costs one file write.
-const spoolBufferSize = 64 << 10
+// A Spool keeps a body of up to maxMemoryBody in memory, in a pooled buffer sized from the
+// response's Content-Length when it is sent, else starting at minBuffer and growing. That covers
+// the game's images, sounds and tables but for the largest few, so that a repeated one is
+// recognised and dropped without touching the disk and a new one costs one write into the spool
+// journal. A longer body streams to a spool file of its own through a minBuffer buffer.
+const (
+	minBuffer     = 64 << 10
+	maxMemoryBody = 1 << 20
+)
 
-var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, spoolBufferSize); return &b }}
+// bufferPools[i] holds buffers of capacity minBuffer<<i, up to maxMemoryBody.
+var bufferPools [5]sync.Pool
 
-// Spool receives one response body as it streams to the client. The first spoolBufferSize
-// bytes stay in memory; a longer body goes on to a spool file, hashed on the way when it is not
+// getBuffer returns an empty pooled buffer of at least size bytes (at most maxMemoryBody).
+func getBuffer(size int) *[]byte {
+	i, c := 0, minBuffer
+	for c < size && c < maxMemoryBody {
+		i, c = i+1, c<<1
+	}
+	if bp, ok := bufferPools[i].Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, 0, c)
+	return &b
+}
+
+// putBuffer returns a buffer from getBuffer to its pool.
+func putBuffer(bp *[]byte) {
+	*bp = (*bp)[:0]
+	for i := range bufferPools {
+		if cap(*bp) == minBuffer<<i {
+			bufferPools[i].Put(bp)
+			return
+		}
+	}
+}
+
+// Spool receives one response body as it streams to the client. A body of up to maxMemoryBody
+// stays in memory; a longer one goes on to a spool file, hashed on the way when it is not
 // Content-Encoded. Finish recognises a body the pipeline already has and drops it, and hands
-// a new one to the committers without blocking. The proxy calls Write and Finish from one
-// goroutine.
+// a new one to the spool journal or the committers without blocking. The proxy calls Write and
+// Finish from one goroutine.
 type Spool struct {
 	p        *Pipeline
 	urlPath  string
@@ -45,6 +75,9 @@ type Spool struct {
 	bufp     *[]byte  // pooled; the bytes not yet in the file
 	buf      []byte   // *bufp, resliced
 	f        *os.File // nil while the whole body fits in buf
+	// grows reports whether buf may grow towards maxMemoryBody: not when Content-Length said
+	// the body is longer.
+	grows bool
 	// sum is the SHA-256 of the bytes written to f, for an identity body that spilled to the
 	// file; a body that stays in buf is hashed at Finish, and only if it is not recognised.
 	sum    hash.Hash
@@ -74,8 +107,12 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Spool {
 		p.log.Debug("capture skipped: unknown content encoding", zap.String("path", req.URL.Path), zap.String("encoding", enc))
 		return nil
 	}
-	bufp := bufferPool.Get().(*[]byte)
-	return &Spool{p: p, urlPath: req.URL.Path, encoding: enc, bufp: bufp, buf: (*bufp)[:0]}
+	size, cl := minBuffer, resp.ContentLength
+	if cl > minBuffer && cl <= maxMemoryBody {
+		size = int(cl)
+	}
+	bufp := getBuffer(size)
+	return &Spool{p: p, urlPath: req.URL.Path, encoding: enc, bufp: bufp, buf: (*bufp)[:0], grows: cl <= maxMemoryBody}
 }
 
 func (p *Pipeline) skipExtension(urlPath string) bool {
@@ -94,6 +131,9 @@ func (s *Spool) Write(b []byte) (int, error) {
 	if s.failed {
 		return 0, errSpoolFailed
 	}
+	if need := len(s.buf) + len(b); need > cap(s.buf) && s.grows && s.f == nil && need <= maxMemoryBody {
+		s.grow(need)
+	}
 	if len(s.buf)+len(b) > cap(s.buf) {
 		if err := s.spill(b); err != nil {
 			s.failed = true
@@ -108,6 +148,15 @@ func (s *Spool) Write(b []byte) (int, error) {
 }
 
 var errSpoolFailed = errors.New("spool write failed earlier")
+
+// grow moves the buffered bytes to a pooled buffer of at least need bytes.
+func (s *Spool) grow(need int) {
+	bp := getBuffer(need)
+	*bp = append(*bp, s.buf...)
+	*s.bufp = s.buf
+	putBuffer(s.bufp)
+	s.bufp, s.buf = bp, *bp
+}
 
 // spill moves the buffered bytes to the spool file, taking one first if needed, and then
 // buffers b, or writes it straight through when it is as large as the buffer.
@@ -150,8 +199,8 @@ func (s *Spool) writeFile(b []byte) error {
 func (s *Spool) Finish(complete bool) {
 	p := s.p
 	defer func() {
-		*s.bufp = s.buf[:0]
-		bufferPool.Put(s.bufp)
+		*s.bufp = s.buf
+		putBuffer(s.bufp)
 		s.bufp, s.buf = nil, nil
 	}()
 	if !complete || s.failed || s.n == 0 {

@@ -40,9 +40,9 @@ func TestBodyLargerThanTheBufferIsSpooledAndUploaded(t *testing.T) {
 		body  []byte
 		chunk int
 	}{
-		{"/kcs2/img/big/chunks.png", randomBytes(1, 3*spoolBufferSize+123), 4096},
-		{"/kcs2/img/big/one-write.png", randomBytes(2, 2*spoolBufferSize), 2 * spoolBufferSize},
-		{"/kcs2/img/big/just-over.png", randomBytes(3, spoolBufferSize+1), 16 << 10},
+		{"/kcs2/img/big/chunks.png", randomBytes(1, 3*maxMemoryBody+123), 4096},
+		{"/kcs2/img/big/one-write.png", randomBytes(2, 2*maxMemoryBody), 2 * maxMemoryBody},
+		{"/kcs2/img/big/just-over.png", randomBytes(3, maxMemoryBody+1), 16 << 10},
 	}
 	for _, c := range cases {
 		f.stream(t, c.path, c.body, c.chunk, true)
@@ -89,7 +89,7 @@ func TestRepeatedBodyIsRecognisedWithoutACommit(t *testing.T) {
 
 func TestRecycledSpoolFileStartsEmpty(t *testing.T) {
 	f := newFixture(t, fixtureOpts{noRun: true}) // no spares made in the background yet
-	f.stream(t, "/kcs2/img/aborted.png", randomBytes(4, 3*spoolBufferSize), 16<<10, false)
+	f.stream(t, "/kcs2/img/aborted.png", randomBytes(4, 3*maxMemoryBody), 16<<10, false)
 	if n := len(f.p.spares); n != 1 {
 		t.Fatalf("%d spare spool files after an aborted capture, want its file back", n)
 	}
@@ -112,7 +112,7 @@ func TestRecycledSpoolFileStartsEmpty(t *testing.T) {
 
 func TestEncodedBodyLargerThanTheBufferIsUploadedDecoded(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
-	body := randomBytes(6, 2*spoolBufferSize) // incompressible: the wire body spills too
+	body := randomBytes(6, 2*maxMemoryBody) // incompressible: the wire body spills too
 	var wire bytes.Buffer
 	zw := gzip.NewWriter(&wire)
 	zw.Write(body)
@@ -124,4 +124,54 @@ func TestEncodedBodyLargerThanTheBufferIsUploadedDecoded(t *testing.T) {
 	}
 	sp.Finish(true)
 	eventually(t, "the decoded upload", func() bool { return f.srv.UploadCount("assets/kcs2/img/big.json", sum(body)) == 1 })
+}
+
+// A body up to maxMemoryBody is kept in memory, with or without a Content-Length, and goes to
+// the spool journal: no spool file of its own. A Content-Length over it keeps the buffer at its
+// smallest and spills at once.
+func TestBufferFollowsContentLength(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noRun: true})
+	req := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/kcs2/img/mid.png"}}
+	for _, tc := range []struct {
+		name    string
+		cl      int64
+		n       int
+		journal bool
+		maxCap  int
+	}{
+		{"500 KB, length sent", 500 << 10, 500 << 10, true, 512 << 10},
+		{"500 KB, chunked", -1, 500 << 10, true, 512 << 10},
+		{"just fits", maxMemoryBody, maxMemoryBody, true, maxMemoryBody},
+		{"8 MB, length sent", 8 << 20, 8 << 20, false, minBuffer},
+		{"2 MB, chunked", -1, 2 << 20, false, maxMemoryBody},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := f.p.Backlog()
+			sp := f.p.Start(req, &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: tc.cl})
+			body := randomBytes(uint64(tc.n+int(tc.cl)), tc.n) // a body of its own per case
+			maxCap := 0
+			for off := 0; off < len(body); off += 16 << 10 {
+				sp.Write(body[off:min(off+16<<10, len(body))])
+				maxCap = max(maxCap, cap(sp.buf))
+			}
+			spilled := sp.f != nil
+			sp.Finish(true)
+			if got := f.p.Backlog() - before; (got == 1) != tc.journal || spilled == tc.journal {
+				t.Errorf("journaled %d, spilled to a file %v; want journaled %v", got, spilled, tc.journal)
+			}
+			if maxCap > tc.maxCap {
+				t.Errorf("buffer grew to %d bytes, want at most %d", maxCap, tc.maxCap)
+			}
+		})
+	}
+	// The journaled bytes are the bodies.
+	for _, want := range []int64{(500 << 10) * 2, 500<<10 - 1, 2 * maxMemoryBody} {
+		c, ok := f.p.popBacklog()
+		if !ok {
+			t.Fatal("journal has fewer records than captures")
+		}
+		if b, err := c.rec.ReadBody(nil); err != nil || !bytes.Equal(b, randomBytes(uint64(want), int(c.size))) {
+			t.Errorf("journaled body of %d bytes does not match: %v", c.size, err)
+		}
+	}
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/internal/journal"
 )
 
-// A new asset whose body fits in a Spool's buffer is appended to the spool journal on the
+// A new asset whose body fits in a Spool's memory (maxMemoryBody) is appended to the spool journal on the
 // client's path (spool/journal-*.log: one write into an open file, no new file, no fsync, no
 // SHA-256), and committed to the pending store later by the drainers. While captures stream in,
 // the drainers commit at most one per busyCommitEvery, so that a burst of new assets costs the
@@ -191,8 +191,8 @@ func (p *Pipeline) commitJournaled(c finished) {
 			p.backlogMu.Unlock()
 		}
 	}()
-	bufp := bufferPool.Get().(*[]byte)
-	defer bufferPool.Put(bufp)
+	bufp := getBuffer(c.rec.BodyLen())
+	defer putBuffer(bufp)
 	body, err := c.rec.ReadBody((*bufp)[:0])
 	if err != nil {
 		p.stats.shed.Add(1)

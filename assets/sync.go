@@ -97,7 +97,7 @@ type Pipeline struct {
 	shutdownDrain time.Duration         // shutdownDrain; shorter in tests
 
 	seenMu sync.Mutex
-	seen   map[keyHash]struct{} // (key, hash) pairs this process uploaded
+	seen   map[keyHash]struct{} // (key, hash) pairs this process uploaded, when there is no Index
 
 	lastShedLog atomic.Int64 // Unix ns of the last "commit queue full" line
 	spoolSeq    atomic.Int64 // numbers the spool files made from the store's spares
@@ -347,13 +347,16 @@ func (p *Pipeline) knownRemotely(key, hash string) bool {
 	return ok
 }
 
+// remember records an asset the server now has: in the index when there is one (so memory
+// grows with the server's keys, not with every upload of a long session), else in seen.
 func (p *Pipeline) remember(a Asset) {
+	if p.o.Index != nil {
+		p.o.Index.Add(a.Key, a.ContentHash, a.Size)
+		return
+	}
 	p.seenMu.Lock()
 	p.seen[keyHash{a.Key, a.ContentHash}] = struct{}{}
 	p.seenMu.Unlock()
-	if p.o.Index != nil {
-		p.o.Index.Add(a.Key, a.ContentHash, a.Size)
-	}
 }
 
 // worker uploads the entries the committer queues, logging why one stays pending.

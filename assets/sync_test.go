@@ -407,7 +407,7 @@ func TestShutdownLeavesCommittedEntriesPending(t *testing.T) {
 
 // bigPNG is a body too large for a Spool's buffer: it streams to its own spool file and goes
 // through the commit queue, not the journal.
-func bigPNG(i int) []byte { return append(png(i), bytes.Repeat([]byte{byte(i)}, spoolBufferSize)...) }
+func bigPNG(i int) []byte { return append(png(i), bytes.Repeat([]byte{byte(i)}, maxMemoryBody)...) }
 
 // runUntilDone fails the test if fn blocks for long.
 func runUntilDone(t *testing.T, what string, fn func()) {
