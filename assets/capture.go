@@ -199,8 +199,10 @@ func (s *Spool) writeFile(b []byte) error {
 func (s *Spool) Finish(complete bool) {
 	p := s.p
 	defer func() {
-		*s.bufp = s.buf
-		putBuffer(s.bufp)
+		if s.bufp != nil {
+			*s.bufp = s.buf
+			putBuffer(s.bufp)
+		}
 		s.bufp, s.buf = nil, nil
 	}()
 	if !complete || s.failed || s.n == 0 {
@@ -247,7 +249,10 @@ func (s *Spool) finishInMemory() {
 			c.hash = id.hash
 		}
 	}
-	p.journalCapture(c, s.buf)
+	*s.bufp = s.buf
+	if p.journalCapture(c, s.bufp) {
+		s.bufp = nil // the journal's now; it goes back to the pool once written
+	}
 }
 
 // dropKnown reports, and counts as known, a capture whose (key, hash) the pipeline already

@@ -78,28 +78,31 @@ func (p *Pipeline) openJournal() error {
 
 // journalCapture appends a new in-memory capture to the journal and queues it for a drainer,
 // or drops it when the same body for the same path already waits there, or sheds it when the
-// journal is full or failing.
-func (p *Pipeline) journalCapture(c finished, body []byte) {
+// journal is full or failing. It reports whether the journal took the buffer, which it then
+// returns to the pool once written.
+func (p *Pipeline) journalCapture(c finished, bufp *[]byte) (taken bool) {
+	body := *bufp
 	k := spoolKey{c.print, c.urlPath}
 	p.backlogMu.Lock()
 	_, waiting := p.inSpool[k]
 	p.backlogMu.Unlock()
 	if waiting {
 		p.stats.known.Add(1)
-		return
+		return false
 	}
 	if p.journal.LiveBytes()+int64(len(body)) > p.o.MaxSpoolBytes {
 		p.shed(c.urlPath, c.size, "spool full")
-		return
+		return false
 	}
 	meta, _ := json.Marshal(spoolMeta{Path: c.urlPath, Encoding: c.encoding})
-	rec, err := p.journal.Append(meta, body)
+	rec, err := p.journal.Append(meta, body, func() { putBuffer(bufp) })
 	if err != nil {
 		p.shed(c.urlPath, c.size, err.Error())
-		return
+		return false
 	}
 	c.rec = rec
 	p.pushBacklog(c)
+	return true
 }
 
 func (p *Pipeline) pushBacklog(c finished) {

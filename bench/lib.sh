@@ -200,7 +200,7 @@ start_sink() {
   log "fake FUSOU API at $SINK_URL (pid $SINK_PID)"
 }
 
-# start_fusou [EXTRA_TOML] starts fusou-proxy MITMing GAME_HOST, dialling nginx, uploading
+# start_fusou [RETRY_TOML] (keys for [app.asset_sync.retry]) starts fusou-proxy MITMing GAME_HOST, dialling nginx, uploading
 # to the sink, with a session set; sets FUSOU_PORT, FUSOU_CTL, FUSOU_PID, FUSOU_CA.
 start_fusou() {
   FUSOU_PORT=$(free_port)
@@ -220,9 +220,14 @@ data_dir = "$WORK/fusou-data"
 asset_upload_endpoint = "$SINK_URL/api/asset-sync/upload"
 asset_existing_keys_endpoint = "$SINK_URL/api/asset-sync/keys"
 
+# A 10 s flood of new 50 KB assets at full speed is over 2 GiB, the default outbox size: with
+# it the last seconds' captures would be shed, which flatters the proxy's rate. Room for all.
+[app.asset_sync.retry]
+max_pending_bytes = 8589934592
+${1:-}
+
 [control]
 listen = "127.0.0.1:$FUSOU_CTL"
-${1:-}
 EOF
   fusou() { "$WORK/bin/fusou-proxy" --config "$WORK/fusou.toml" "$@"; }
   start fusou-proxy "$WORK/bin/fusou-proxy" --config "$WORK/fusou.toml" run --log-format json --log-level "${FUSOU_LOG_LEVEL:-warn}"

@@ -47,7 +47,7 @@ make_assets
 start_nginx
 start_sink -fail "${SOAK_FAIL:-0.10}" -reset "${SOAK_RESET:-0.05}" -slow 2s -slow-fraction "${SOAK_SLOW_FRACTION:-0.02}"
 # Retry passes every 10 s (instead of 60) so that many of them run during the soak.
-start_fusou $'[app.asset_sync.retry]\ninterval_seconds = 10'
+start_fusou 'interval_seconds = 10'
 
 dur="${MINUTES}m"
 lg() { # lg NAME LOADGEN_FLAGS...: one traffic generator, its JSON result in $OUT/NAME.json

@@ -52,7 +52,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	}
 	var want int64
 	for i := range 100 {
-		r, err := j.Append(meta(i), body(i))
+		r, err := j.Append(meta(i), body(i), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +82,7 @@ func TestReplayAfterRestart(t *testing.T) {
 		t.Errorf("after releasing every record: segments %v, live %d", got, j2.LiveBytes())
 	}
 	// New appends go on after the old segments' numbers.
-	if _, err := j2.Append(meta(1), body(1)); err != nil {
+	if _, err := j2.Append(meta(1), body(1), nil); err != nil {
 		t.Fatal(err)
 	}
 	j2.Close()
@@ -116,29 +116,27 @@ func TestReplayStopsAtDamage(t *testing.T) {
 			}
 		}},
 		{"garbage header", func(t *testing.T, path string, size int64) {
-			f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			f.Write(bytes.Repeat([]byte{0xff}, 40))
+			f.WriteAt(bytes.Repeat([]byte{0xff}, 40), size)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			j, _, _ := mustOpen(t, dir)
+			var end int64 // where the records end; the file may be longer, preallocated
 			for i := range 3 {
-				if _, err := j.Append(meta(i), body(i)); err != nil {
+				r, err := j.Append(meta(i), body(i), nil)
+				if err != nil {
 					t.Fatal(err)
 				}
+				end = r.end()
 			}
 			j.Close()
-			segs := segments(t, dir)
-			fi, err := os.Stat(segs[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.damage(t, segs[0], fi.Size())
+			tc.damage(t, segments(t, dir)[0], end)
 			_, recs, dropped := mustOpen(t, dir)
 			want := 2
 			if tc.name == "garbage header" {
@@ -162,7 +160,7 @@ func TestSegmentsRotateAndGo(t *testing.T) {
 	j.segmentSize = 4 << 10
 	var recs []*Record
 	for i := range 10 {
-		r, err := j.Append(meta(i), body(i))
+		r, err := j.Append(meta(i), body(i), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,26 +186,47 @@ func TestSegmentsRotateAndGo(t *testing.T) {
 	}
 }
 
-// A failed write leaves no damage in front of later records.
-func TestFailedAppendLeavesNoDamage(t *testing.T) {
+// A failed write loses the records it carried, says so to whoever waits for them, and leaves
+// no damage in front of later records: the next append starts a new segment.
+func TestFailedWriteIsReportedAndContained(t *testing.T) {
 	dir := t.TempDir()
 	j, _, _ := mustOpen(t, dir)
-	if _, err := j.Append(meta(0), body(0)); err != nil {
+	r0, err := j.Append(meta(0), body(0), nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	// Swap the segment's file for a read-only one: the write and the cut-back both fail.
+	if err := r0.Flushed(); err != nil {
+		t.Fatal(err)
+	}
+	// Swap the segment's write file for a read-only one: the next write fails.
 	ro, err := os.Open(j.cur.path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := j.cur.f
-	j.cur.f = ro
-	if _, err := j.Append(meta(1), body(1)); err == nil {
-		t.Fatal("append through a read-only file succeeded")
+	j.mu.Lock()
+	good := j.cur.w
+	j.cur.w = ro
+	j.mu.Unlock()
+	r1, err := j.Append(meta(1), body(1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.Flushed(); err == nil {
+		t.Fatal("a record whose write failed reports it written")
+	}
+	if _, err := r1.ReadBody(nil); err == nil {
+		t.Error("a record whose write failed could be read")
 	}
 	good.Close()
-	if _, err := j.Append(meta(2), body(2)); err != nil {
+	r2, err := j.Append(meta(2), body(2), nil)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if err := r2.Flushed(); err != nil {
+		t.Fatal(err)
+	}
+	if got := segments(t, dir); len(got) != 2 {
+		t.Errorf("segments = %v, want the failed one and a new one", got)
 	}
 	j.Close()
 	_, recs, _ := mustOpen(t, dir)
@@ -216,6 +235,14 @@ func TestFailedAppendLeavesNoDamage(t *testing.T) {
 	}
 	checkRecord(t, recs[0], 0)
 	checkRecord(t, recs[1], 2)
+}
+
+// Where O_DIRECT is not used (another system, or a file system without it), the same holds.
+func TestBufferedWrites(t *testing.T) {
+	useDirect = false
+	t.Cleanup(func() { useDirect = true })
+	TestReplayAfterRestart(t)
+	TestSegmentsRotateAndGo(t)
 }
 
 func TestConcurrentUse(t *testing.T) {
@@ -227,7 +254,7 @@ func TestConcurrentUse(t *testing.T) {
 		wg.Go(func() {
 			for i := range 100 {
 				n := (g*100 + i) % 50
-				r, err := j.Append(meta(n), body(n))
+				r, err := j.Append(meta(n), body(n), nil)
 				if err != nil {
 					t.Error(err)
 					return
@@ -247,11 +274,47 @@ func TestConcurrentUse(t *testing.T) {
 	if got := segments(t, dir); len(got) > 1 {
 		t.Errorf("segments left: %v", got)
 	}
-	if _, err := j.Append(nil, nil); err != nil {
+	if _, err := j.Append(nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	j.Close()
-	if _, err := j.Append(meta(1), body(1)); err != ErrClosed {
+	if _, err := j.Append(meta(1), body(1), nil); err != ErrClosed {
 		t.Errorf("Append after Close = %v", err)
+	}
+}
+
+// Append keeps the body, not a copy, until it is written: done comes once, after the write, and
+// the caller may then reuse the bytes.
+func TestDoneHandsTheBodyBack(t *testing.T) {
+	j, _, _ := mustOpen(t, t.TempDir())
+	var mu sync.Mutex
+	doneFor := map[int]int{}
+	var recs []*Record
+	for i := range 50 {
+		b := body(i)
+		r, err := j.Append(meta(i), b, func() {
+			mu.Lock()
+			doneFor[i]++
+			mu.Unlock()
+			clear(b) // the caller reuses its buffer
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	for i, r := range recs {
+		if err := r.Flushed(); err != nil {
+			t.Fatal(err)
+		}
+		checkRecord(t, r, i) // read from the file: the cleared buffer does not matter
+	}
+	j.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range 50 {
+		if doneFor[i] != 1 {
+			t.Errorf("done for record %d called %d times", i, doneFor[i])
+		}
 	}
 }

@@ -1,0 +1,18 @@
+package journal
+
+import "unsafe"
+
+// aligned reports whether b's array starts at a block boundary (O_DIRECT needs it).
+func aligned(b []byte) bool {
+	return cap(b) == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b[:cap(b)])))%block == 0
+}
+
+// alignSlice reslices b, which must have block bytes of room past its length, to start at a
+// block boundary, with the same length.
+func alignSlice(b []byte) []byte {
+	off := (block - int(uintptr(unsafe.Pointer(unsafe.SliceData(b[:cap(b)])))%block)) % block
+	return b[off : off+len(b)]
+}
+
+// useDirect turns O_DIRECT off in tests of the buffered fallback.
+var useDirect = true
