@@ -13,9 +13,10 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/internal/journal"
 )
 
-// A new asset whose body fits in a Spool's memory (maxMemoryBody) is appended to the spool journal on the
-// client's path (spool/journal-*.log: one write into an open file, no new file, no fsync, no
-// SHA-256), and committed to the pending store later by the drainers. While captures stream in,
+// A new asset whose body fits in a Spool's memory (maxMemoryBody) is appended to the spool
+// journal on the client's path (spool/journal-*.log: the journal takes the buffer and writes it
+// from its own goroutine; no copy, no file, no fsync, no SHA-256 here), and committed to the
+// pending store later by the drainers. While captures stream in,
 // the drainers commit at most one per busyCommitEvery, so that a burst of new assets costs the
 // client little more than a burst of known ones; once the traffic goes quiet they commit at full
 // speed. A process killed before the commit loses nothing: Open replays the journal.

@@ -1,7 +1,7 @@
 // Package journal is an append-only log of small records on disk that survives a crash of the
 // process: the spool for captures that are not yet committed to the pending store.
 //
-// Append queues a record and returns: no copy of its body, no system call, no new file, no
+// Append queues a record and returns: no copy of its body, no write, no new file, no
 // fsync, so that a burst of new assets costs the client's path a checksum and a lock. A writer
 // goroutine copies what is queued into its own buffer and writes it to the current segment
 // file, then hands each body back to its owner (Append's done), with O_DIRECT
@@ -323,6 +323,9 @@ func (j *Journal) rotateLocked() {
 	seg := j.cur
 	for seg.written < seg.size && seg.err == nil && !j.closed {
 		j.written.Wait()
+	}
+	if j.closed { // Close finishes the segment; the caller gets ErrClosed
+		return
 	}
 	if j.cur == seg { // not rotated by another Append meanwhile
 		j.sealLocked()
