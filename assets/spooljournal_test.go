@@ -26,7 +26,16 @@ func TestJournalReplayedAfterRestart(t *testing.T) {
 	if c := f.store.Stats().Count; c != 0 {
 		t.Fatalf("%d entries committed with no drainer running", c)
 	}
-	// The process dies here: no Close. A new pipeline on the same folders takes over.
+	// The writer has written them (about a millisecond after each capture); then the process
+	// dies: no Close. A new pipeline on the same folders takes over.
+	f.p.backlogMu.Lock()
+	waiting := append([]finished(nil), f.p.backlog.items[f.p.backlog.head:]...)
+	f.p.backlogMu.Unlock()
+	for _, c := range waiting {
+		if err := c.rec.Flushed(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	p2, err := NewPipeline(f.p.o)
 	if err != nil {
 		t.Fatal(err)
