@@ -25,21 +25,9 @@ func TestPacerSpacesUploadsWhileBusy(t *testing.T) {
 	}
 
 	// Busy: 5 uploads take at least 4 intervals.
-	stop := make(chan struct{})
-	defer close(stop)
 	pc.last.busy()
-	go func() {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				pc.last.busy()
-			}
-		}
-	}()
+	stop := keepBusy(pc.last, 10*time.Millisecond)
+	defer stop()
 	start = time.Now()
 	for range 5 {
 		if err := pc.wait(ctx); err != nil {
@@ -81,4 +69,24 @@ func TestPacerReleasesWhenTrafficStops(t *testing.T) {
 	if idle := time.Since(time.Unix(0, pc.last.Load())); idle < pc.quiet {
 		t.Errorf("released after %v of quiet, want at least %v", idle, pc.quiet)
 	}
+}
+
+// keepBusy marks a capture starting every interval, as a game's traffic would, until stop is
+// called; stop returns once it has stopped.
+func keepBusy(a *activity, every time.Duration) (stop func()) {
+	quit, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				a.busy()
+			}
+		}
+	}()
+	return func() { close(quit); <-stopped }
 }

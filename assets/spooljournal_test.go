@@ -63,21 +63,7 @@ func TestJournalReplayedAfterRestart(t *testing.T) {
 // are committed at full speed; Close commits what is left.
 func TestJournalCommitsWaitForQuiet(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() { // the game's traffic: a capture starting every few milliseconds
-		defer close(stopped)
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				f.p.captures.busy()
-			}
-		}
-	}()
+	stop := keepBusy(&f.p.captures, 5*time.Millisecond) // the game's traffic
 	const n = 200
 	start := time.Now()
 	for i := range n {
@@ -89,8 +75,7 @@ func TestJournalCommitsWaitForQuiet(t *testing.T) {
 	if limit := int64(elapsed/busyCommitEvery) + drainers + 1; committed > limit {
 		t.Errorf("%d commits in %v of traffic, want at most %d (one per %v)", committed, elapsed, limit, busyCommitEvery)
 	}
-	close(stop)
-	<-stopped
+	stop()
 	eventually(t, "the backlog committed after the traffic stopped", func() bool {
 		s := f.p.Stats()
 		return s.Committed == n && f.p.Backlog() == 0
