@@ -79,7 +79,7 @@ type Spool struct {
 	// the body is longer.
 	grows bool
 	// sum is the SHA-256 of the bytes written to f, for an identity body that spilled to the
-	// file; a body that stays in buf is hashed at Finish, and only if it is not recognised.
+	// file; a body that stays in buf is hashed by a drainer, off the client's path.
 	sum    hash.Hash
 	n      int64
 	failed bool

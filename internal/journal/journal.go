@@ -168,15 +168,20 @@ func (r *Record) ReadBody(buf []byte) ([]byte, error) {
 func (r *Record) Release() {
 	j := r.j
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	if r.released {
+		j.mu.Unlock()
 		return
 	}
 	r.released = true
 	r.seg.live--
 	j.live.Add(-r.size())
-	if r.seg.sealed && r.seg.live == 0 {
-		j.removeLocked(r.seg)
+	done := r.seg.sealed && r.seg.live == 0
+	if done {
+		delete(j.segs, r.seg)
+	}
+	j.mu.Unlock()
+	if done { // removing a 64 MiB file takes a while: not under the lock appends need
+		r.seg.remove()
 	}
 }
 
@@ -271,8 +276,9 @@ func (j *Journal) replay(path string) (*segment, []*Record, int64, error) {
 }
 
 // Append queues a record for the writer and returns at once: the record is on disk once Flushed
-// returns nil. body is the journal's until done (which may be nil) is called, after the write;
-// if Append fails, it stays the caller's and done is not called.
+// returns nil. meta is the journal's from then on (Meta returns it); body is the journal's until
+// done (which may be nil) is called, after the write. If Append fails, both stay the caller's
+// and done is not called.
 func (j *Journal) Append(meta, body []byte, done func()) (*Record, error) {
 	if len(meta) > MaxMeta || len(body) > MaxBody {
 		return nil, fmt.Errorf("journal record of %d+%d bytes is over the limit", len(meta), len(body))
@@ -282,7 +288,7 @@ func (j *Journal) Append(meta, body []byte, done func()) (*Record, error) {
 	binary.LittleEndian.PutUint32(q.hdr[4:], uint32(len(meta)))
 	binary.LittleEndian.PutUint32(q.hdr[8:], uint32(len(body)))
 	binary.LittleEndian.PutUint32(q.hdr[12:], crc32.Update(crc32.Checksum(meta, castagnoli), castagnoli, body))
-	r := &Record{j: j, meta: slices.Clone(meta), bodyLen: len(body)}
+	r := &Record{j: j, meta: meta, bodyLen: len(body)}
 	q.r = r
 
 	j.mu.Lock()
@@ -462,6 +468,11 @@ func (j *Journal) sealLocked() {
 
 func (j *Journal) removeLocked(seg *segment) {
 	delete(j.segs, seg)
+	seg.remove()
+}
+
+// remove closes the segment's files and removes it. The journal no longer lists it.
+func (seg *segment) remove() {
 	if seg.w != nil {
 		seg.w.Close()
 	}
