@@ -83,13 +83,14 @@ func (p *Pipeline) openJournal() error {
 // returns to the pool once written.
 func (p *Pipeline) journalCapture(c finished, bufp *[]byte) (taken bool) {
 	body := *bufp
-	k := spoolKey{c.print, c.urlPath}
-	p.backlogMu.Lock()
-	_, waiting := p.inSpool[k]
-	p.backlogMu.Unlock()
-	if waiting {
-		p.stats.known.Add(1)
-		return false
+	if c.print.size > 0 { // unprinted: its path not seen lately; a duplicate is dropped at commit
+		p.backlogMu.Lock()
+		_, waiting := p.inSpool[spoolKey{c.print, c.urlPath}]
+		p.backlogMu.Unlock()
+		if waiting {
+			p.stats.known.Add(1)
+			return false
+		}
 	}
 	if p.journal.LiveBytes()+int64(len(body)) > p.o.MaxSpoolBytes {
 		p.shed(c.urlPath, c.size, "spool full")
@@ -187,11 +188,12 @@ func (p *Pipeline) drainUntil() time.Time { return time.Unix(0, p.drainDeadline.
 // it is known, else writes it to a spool file and commits that; the record is released either
 // way: from here on the store, or the log line of a failed commit, is the record.
 func (p *Pipeline) commitJournaled(c finished) {
+	waiting := spoolKey{c.print, c.urlPath} // what journalCapture put in inSpool, if printed
 	defer func() {
 		c.rec.Release()
-		if c.print.size > 0 {
+		if waiting.print.size > 0 {
 			p.backlogMu.Lock()
-			delete(p.inSpool, spoolKey{c.print, c.urlPath})
+			delete(p.inSpool, waiting)
 			p.backlogMu.Unlock()
 		}
 	}()
@@ -202,6 +204,12 @@ func (p *Pipeline) commitJournaled(c finished) {
 		p.stats.shed.Add(1)
 		p.log.Warn("capture not committed", zap.String("path", c.urlPath), zap.Error(err))
 		return
+	}
+	if c.print.size == 0 && int64(len(body)) == c.size { // the first of its path, or replayed
+		c.print = p.printOf(c.encoding, body)
+		if id, ok := p.prints.get(c.print); ok && c.encoding == "" {
+			c.hash = id.hash // the same bytes under another path: no SHA-256 needed
+		}
 	}
 	if c.encoding == "" {
 		if c.hash == "" {

@@ -74,6 +74,7 @@ type Journal struct {
 	mu      sync.Mutex
 	written *sync.Cond // on mu: signalled after each write
 	cur     *segment   // the segment taking appends; nil until the first
+	next    *segment   // made ahead by the writer, so that Append need not create one
 	segs    map[*segment]struct{}
 	seq     uint64 // the last segment number used
 	closed  bool
@@ -91,6 +92,7 @@ type Journal struct {
 
 	live        atomic.Int64 // bytes of the records not yet released; read without mu
 	segmentSize int64        // SegmentSize; smaller in tests
+	noMakeAhead bool         // tests that count segment files turn prepareNext off
 }
 
 // queued is a record waiting for the writer, with its body, which belongs to the journal until
@@ -103,8 +105,9 @@ type queued struct {
 }
 
 type segment struct {
-	w, r    *os.File // writes (O_DIRECT where possible; nil for a replayed segment) and reads
+	w, r    *os.File // writes (O_DIRECT where possible; nil once sealed and written) and reads
 	path    string
+	seq     uint64
 	size    int64 // bytes appended
 	written int64 // bytes the writer has written
 	err     error // the write error that sealed the segment; records past written are lost
@@ -175,13 +178,13 @@ func (r *Record) Release() {
 	r.released = true
 	r.seg.live--
 	j.live.Add(-r.size())
-	done := r.seg.sealed && r.seg.live == 0
-	if done {
-		delete(j.segs, r.seg)
+	var remove func()
+	if r.seg.sealed && r.seg.live == 0 {
+		remove = j.detachLocked(r.seg)
 	}
 	j.mu.Unlock()
-	if done { // removing a 64 MiB file takes a while: not under the lock appends need
-		r.seg.remove()
+	if remove != nil { // removing a 64 MiB file takes a while: not under the lock appends need
+		remove()
 	}
 }
 
@@ -297,15 +300,17 @@ func (j *Journal) Append(meta, body []byte, done func()) (*Record, error) {
 		return nil, ErrClosed
 	}
 	if j.cur != nil && (j.cur.size+r.size() > j.segmentSize || j.cur.err != nil) {
-		j.rotateLocked()
-		if j.closed {
-			return nil, ErrClosed
-		}
+		j.sealLocked() // the writer finishes it; this append goes on to the next
 	}
 	if j.cur == nil {
-		if err := j.newSegmentLocked(); err != nil {
-			return nil, err
+		if j.cur, j.next = j.next, nil; j.cur == nil {
+			seg, err := createSegment(j.dir, j.takeSeqLocked(), j.segmentSize)
+			if err != nil {
+				return nil, err
+			}
+			j.cur = seg
 		}
+		j.segs[j.cur] = struct{}{}
 	}
 	if j.queuedBytes+r.size() > maxQueued {
 		return nil, ErrBehind
@@ -324,36 +329,49 @@ func (j *Journal) Append(meta, body []byte, done func()) (*Record, error) {
 	return r, nil
 }
 
-// rotateLocked waits for the writer to finish the current segment, then seals it.
-func (j *Journal) rotateLocked() {
-	seg := j.cur
-	for seg.written < seg.size && seg.err == nil && !j.closed {
-		j.written.Wait()
-	}
-	if j.closed { // Close finishes the segment; the caller gets ErrClosed
-		return
-	}
-	if j.cur == seg { // not rotated by another Append meanwhile
-		j.sealLocked()
-	}
+func (j *Journal) takeSeqLocked() uint64 {
+	j.seq++
+	return j.seq
 }
 
-func (j *Journal) newSegmentLocked() error {
-	j.seq++
-	path := filepath.Join(j.dir, fmt.Sprintf("%s%016x%s", filePrefix, j.seq, fileSuffix))
-	w, err := createSegment(path, j.segmentSize)
+// createSegment creates the segment file numbered seq, open for writing and reading.
+func createSegment(dir string, seq uint64, size int64) (*segment, error) {
+	path := filepath.Join(dir, fmt.Sprintf("%s%016x%s", filePrefix, seq, fileSuffix))
+	w, err := createSegmentFile(path, size)
 	if err != nil {
-		return fmt.Errorf("create journal segment: %w", err)
+		return nil, fmt.Errorf("create journal segment: %w", err)
 	}
 	r, err := os.Open(path)
 	if err != nil {
 		w.Close()
 		os.Remove(path)
-		return fmt.Errorf("open journal segment: %w", err)
+		return nil, fmt.Errorf("open journal segment: %w", err)
 	}
-	j.cur = &segment{w: w, r: r, path: path}
-	j.segs[j.cur] = struct{}{}
-	return nil
+	return &segment{w: w, r: r, path: path, seq: seq}, nil
+}
+
+// prepareNext makes the segment that follows the current one once that is half full, so that
+// the Append that fills it goes straight on (making a segment and reserving its 64 MiB takes
+// a while). A failure is left for Append to meet and report.
+func (j *Journal) prepareNext() {
+	j.mu.Lock()
+	if j.closed || j.noMakeAhead || j.next != nil || j.cur == nil || j.cur.size < j.segmentSize/2 {
+		j.mu.Unlock()
+		return
+	}
+	seq := j.takeSeqLocked()
+	j.mu.Unlock()
+	seg, err := createSegment(j.dir, seq, j.segmentSize)
+	if err != nil {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed || j.next != nil || (j.cur != nil && j.cur.seq > seq) { // out of date: keep replay's order
+		j.detachLocked(seg)()
+		return
+	}
+	j.next = seg
 }
 
 // writer writes what Append stages, whenever there is some; once Close closes kick, it writes
@@ -364,6 +382,7 @@ func (j *Journal) writer() {
 		if j.writeStaged() {
 			continue
 		}
+		j.prepareNext()
 		if _, ok := <-j.kick; !ok {
 			for j.writeStaged() {
 			}
@@ -407,9 +426,12 @@ func (j *Journal) writeRecords(seg *segment, recs []queued) {
 		}
 	}()
 	j.mu.Lock()
-	failed := seg.err != nil
+	failed, w := seg.err != nil, seg.w
 	j.mu.Unlock()
 	if failed { // what follows a failed write is lost with it: Flushed reports seg.err
+		return
+	}
+	if w == nil { // removed: every record in it released, so none needs writing
 		return
 	}
 	if seg != j.wseg { // a new segment: nothing of it is written yet
@@ -424,7 +446,7 @@ func (j *Journal) writeRecords(seg *segment, recs []queued) {
 	n := (len(j.wbuf) + block - 1) / block * block
 	buf := j.wbuf[:n]
 	clear(buf[len(j.wbuf):]) // zeros after the last record: where replay stops
-	_, err := seg.w.WriteAt(buf, j.wbase)
+	_, err := w.WriteAt(buf, j.wbase)
 
 	j.mu.Lock()
 	if err != nil {
@@ -432,6 +454,7 @@ func (j *Journal) writeRecords(seg *segment, recs []queued) {
 	} else {
 		seg.written = end
 	}
+	closeIfDoneLocked(seg)
 	j.written.Broadcast()
 	j.mu.Unlock()
 	// Keep the last partial block for the next write.
@@ -453,31 +476,40 @@ func alignedBuffer(b []byte, n int) []byte {
 }
 
 // sealLocked ends appends to the current segment, removing it if no record in it is live.
+// The writer may still be writing it: it closes the file when done.
 func (j *Journal) sealLocked() {
 	seg := j.cur
 	j.cur = nil
 	seg.sealed = true
-	if seg.w != nil {
-		seg.w.Close()
-		seg.w = nil
-	}
+	closeIfDoneLocked(seg)
 	if seg.live == 0 {
 		j.removeLocked(seg)
 	}
 }
 
-func (j *Journal) removeLocked(seg *segment) {
-	delete(j.segs, seg)
-	seg.remove()
+// closeIfDoneLocked closes a sealed segment's write side once the writer has nothing more to
+// write to it.
+func closeIfDoneLocked(seg *segment) {
+	if seg.sealed && seg.w != nil && (seg.written >= seg.size || seg.err != nil) {
+		seg.w.Close()
+		seg.w = nil
+	}
 }
 
-// remove closes the segment's files and removes it. The journal no longer lists it.
-func (seg *segment) remove() {
-	if seg.w != nil {
-		seg.w.Close()
+func (j *Journal) removeLocked(seg *segment) { j.detachLocked(seg)() }
+
+// detachLocked takes seg out of the journal and returns what closes its files and removes it.
+func (j *Journal) detachLocked(seg *segment) func() {
+	delete(j.segs, seg)
+	w, r, path := seg.w, seg.r, seg.path
+	seg.w = nil
+	return func() {
+		if w != nil {
+			w.Close()
+		}
+		r.Close()
+		os.Remove(path)
 	}
-	seg.r.Close()
-	os.Remove(seg.path)
 }
 
 // LiveBytes returns the size of the records not yet released.
@@ -506,6 +538,10 @@ func (j *Journal) Close() error {
 			err = fmt.Errorf("close journal: %d bytes not written: %w", seg.size-seg.written, seg.err)
 		}
 		j.sealLocked()
+	}
+	if j.next != nil {
+		j.detachLocked(j.next)()
+		j.next = nil
 	}
 	for seg := range j.segs {
 		seg.r.Close()

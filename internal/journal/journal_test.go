@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 func body(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 1000+i*37) }
@@ -20,6 +21,14 @@ func mustOpen(t *testing.T, dir string) (*Journal, []*Record, int64) {
 	}
 	t.Cleanup(func() { j.Close() })
 	return j, recs, dropped
+}
+
+// setSegments sets the segment size, and whether the writer makes the next segment ahead, under
+// the lock the writer reads them with.
+func setSegments(j *Journal, size int64, makeAhead bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.segmentSize, j.noMakeAhead = size, !makeAhead
 }
 
 func segments(t *testing.T, dir string) []string {
@@ -157,7 +166,7 @@ func TestReplayStopsAtDamage(t *testing.T) {
 func TestSegmentsRotateAndGo(t *testing.T) {
 	dir := t.TempDir()
 	j, _, _ := mustOpen(t, dir)
-	j.segmentSize = 4 << 10
+	setSegments(j, 4<<10, false) // count only the segments appends made
 	var recs []*Record
 	for i := range 10 {
 		r, err := j.Append(meta(i), body(i), nil)
@@ -179,6 +188,55 @@ func TestSegmentsRotateAndGo(t *testing.T) {
 	recs[len(recs)-1].Release()
 	if got := segments(t, dir); len(got) != 1 { // the current segment takes more appends
 		t.Errorf("segments after releasing every record = %v", got)
+	}
+	j.Close()
+	if got := segments(t, dir); len(got) != 0 {
+		t.Errorf("segments after Close with nothing live = %v", got)
+	}
+}
+
+// Once the current segment is half full, the writer makes the next one, and the append that
+// fills the current one goes on into it; Close removes it if no record went in.
+func TestNextSegmentMadeAhead(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := mustOpen(t, dir)
+	setSegments(j, 8<<10, true)
+	var recs []*Record
+	appendOne := func(i int) {
+		t.Helper()
+		r, err := j.Append(meta(i), body(i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Flushed(); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	for i := 0; j.LiveBytes() < j.segmentSize/2; i++ {
+		appendOne(i)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(segments(t, dir)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no segment made ahead")
+		}
+		appendOne(0) // another write, after which the writer looks again
+	}
+	j.mu.Lock()
+	ahead := j.next.path
+	j.mu.Unlock()
+	for j.LiveBytes() < j.segmentSize*3/2 { // on into the next segment
+		appendOne(1)
+	}
+	j.mu.Lock()
+	current := j.cur.path
+	j.mu.Unlock()
+	if current != ahead {
+		t.Errorf("appends went on into %s, not the segment made ahead (%s)", current, ahead)
+	}
+	for _, r := range recs {
+		r.Release()
 	}
 	j.Close()
 	if got := segments(t, dir); len(got) != 0 {
@@ -248,7 +306,7 @@ func TestBufferedWrites(t *testing.T) {
 func TestConcurrentUse(t *testing.T) {
 	dir := t.TempDir()
 	j, _, _ := mustOpen(t, dir)
-	j.segmentSize = 64 << 10
+	setSegments(j, 64<<10, true)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -271,8 +329,8 @@ func TestConcurrentUse(t *testing.T) {
 	if got := j.LiveBytes(); got != 0 {
 		t.Errorf("LiveBytes = %d after releasing everything", got)
 	}
-	if got := segments(t, dir); len(got) > 1 {
-		t.Errorf("segments left: %v", got)
+	if got := segments(t, dir); len(got) > 2 {
+		t.Errorf("segments left: %v, want at most the current one and the next made ahead", got)
 	}
 	if _, err := j.Append(nil, nil, nil); err != nil {
 		t.Fatal(err)

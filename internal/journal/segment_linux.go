@@ -8,10 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// createSegment creates a segment file for writing with O_DIRECT, so that the bytes go to the
+// createSegmentFile creates a segment file for writing with O_DIRECT, so that the bytes go to the
 // disk without the page cache's CPU cost, or without it where the file system refuses it; and
 // reserves size bytes, so that the writes do not allocate blocks.
-func createSegment(path string, size int64) (*os.File, error) {
+func createSegmentFile(path string, size int64) (*os.File, error) {
 	const flags = os.O_RDWR | os.O_CREATE | os.O_EXCL
 	if useDirect {
 		f, err := os.OpenFile(path, flags|syscall.O_DIRECT, 0o600)
