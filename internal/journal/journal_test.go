@@ -216,24 +216,33 @@ func TestNextSegmentMadeAhead(t *testing.T) {
 	for i := 0; j.LiveBytes() < j.segmentSize/2; i++ {
 		appendOne(i)
 	}
+	ahead := func() string {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		if j.next == nil {
+			return ""
+		}
+		return j.next.path
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(segments(t, dir)) < 2 {
+	for ahead() == "" {
 		if time.Now().After(deadline) {
 			t.Fatal("no segment made ahead")
 		}
 		appendOne(0) // another write, after which the writer looks again
 	}
-	j.mu.Lock()
-	ahead := j.next.path
-	j.mu.Unlock()
+	next := ahead()
+	if got := segments(t, dir); len(got) != 2 {
+		t.Errorf("segments = %v, want the current one and the next", got)
+	}
 	for j.LiveBytes() < j.segmentSize*3/2 { // on into the next segment
 		appendOne(1)
 	}
 	j.mu.Lock()
 	current := j.cur.path
 	j.mu.Unlock()
-	if current != ahead {
-		t.Errorf("appends went on into %s, not the segment made ahead (%s)", current, ahead)
+	if current != next {
+		t.Errorf("appends went on into %s, not the segment made ahead (%s)", current, next)
 	}
 	for _, r := range recs {
 		r.Release()
