@@ -36,10 +36,15 @@ const (
 	maxMemoryBody = 1 << 20
 )
 
-// bufferPools[i] holds buffers of capacity minBuffer<<i, up to maxMemoryBody.
+// bufferPools[i] holds buffers for bodies of up to minBuffer<<i bytes, up to maxMemoryBody.
+// Each has the journal's head room in front of the body and its slack behind (frameExtra), so
+// that the journal writes a new capture from the buffer it was captured into.
 var bufferPools [5]sync.Pool
 
-// getBuffer returns an empty pooled buffer of at least size bytes (at most maxMemoryBody).
+const frameExtra = journal.HeadRoom + journal.FrameSlack
+
+// getBuffer returns an empty pooled buffer with room for a body of at least size bytes (at
+// most maxMemoryBody); bodyOf gives the body's part of it.
 func getBuffer(size int) *[]byte {
 	i, c := 0, minBuffer
 	for c < size && c < maxMemoryBody {
@@ -48,15 +53,23 @@ func getBuffer(size int) *[]byte {
 	if bp, ok := bufferPools[i].Get().(*[]byte); ok {
 		return bp
 	}
-	b := make([]byte, 0, c)
+	b := make([]byte, 0, c+frameExtra)
 	return &b
 }
+
+// bodyOf returns the empty body part of a buffer from getBuffer, with the body's capacity.
+func bodyOf(bp *[]byte) []byte {
+	return (*bp)[journal.HeadRoom : journal.HeadRoom : cap(*bp)-journal.FrameSlack]
+}
+
+// frameOf returns the journal frame of a buffer from getBuffer holding body.
+func frameOf(bp *[]byte, body []byte) []byte { return (*bp)[:journal.HeadRoom+len(body)] }
 
 // putBuffer returns a buffer from getBuffer to its pool.
 func putBuffer(bp *[]byte) {
 	*bp = (*bp)[:0]
 	for i := range bufferPools {
-		if cap(*bp) == minBuffer<<i {
+		if cap(*bp) == minBuffer<<i+frameExtra {
 			bufferPools[i].Put(bp)
 			return
 		}
@@ -112,7 +125,7 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Spool {
 		size = int(cl)
 	}
 	bufp := getBuffer(size)
-	return &Spool{p: p, urlPath: req.URL.Path, encoding: enc, bufp: bufp, buf: (*bufp)[:0], grows: cl <= maxMemoryBody}
+	return &Spool{p: p, urlPath: req.URL.Path, encoding: enc, bufp: bufp, buf: bodyOf(bufp), grows: cl <= maxMemoryBody}
 }
 
 func (p *Pipeline) skipExtension(urlPath string) bool {
@@ -152,10 +165,9 @@ var errSpoolFailed = errors.New("spool write failed earlier")
 // grow moves the buffered bytes to a pooled buffer of at least need bytes.
 func (s *Spool) grow(need int) {
 	bp := getBuffer(need)
-	*bp = append(*bp, s.buf...)
-	*s.bufp = s.buf
+	b := append(bodyOf(bp), s.buf...)
 	putBuffer(s.bufp)
-	s.bufp, s.buf = bp, *bp
+	s.bufp, s.buf = bp, b
 }
 
 // spill moves the buffered bytes to the spool file, taking one first if needed, and then
@@ -200,7 +212,6 @@ func (s *Spool) Finish(complete bool) {
 	p := s.p
 	defer func() {
 		if s.bufp != nil {
-			*s.bufp = s.buf
 			putBuffer(s.bufp)
 		}
 		s.bufp, s.buf = nil, nil
@@ -253,8 +264,7 @@ func (s *Spool) finishInMemory() {
 			}
 		}
 	}
-	*s.bufp = s.buf
-	if p.journalCapture(c, s.bufp) {
+	if p.journalCapture(c, s.bufp, frameOf(s.bufp, s.buf)) {
 		s.bufp = nil // the journal's now; it goes back to the pool once written
 	}
 }

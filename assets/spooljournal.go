@@ -81,8 +81,7 @@ func (p *Pipeline) openJournal() error {
 // or drops it when the same body for the same path already waits there, or sheds it when the
 // journal is full or failing. It reports whether the journal took the buffer, which it then
 // returns to the pool once written.
-func (p *Pipeline) journalCapture(c finished, bufp *[]byte) (taken bool) {
-	body := *bufp
+func (p *Pipeline) journalCapture(c finished, bufp *[]byte, frame []byte) (taken bool) {
 	if c.print.size > 0 { // unprinted: its path not seen lately; a duplicate is dropped at commit
 		p.backlogMu.Lock()
 		_, waiting := p.inSpool[spoolKey{c.print, c.urlPath}]
@@ -92,12 +91,12 @@ func (p *Pipeline) journalCapture(c finished, bufp *[]byte) (taken bool) {
 			return false
 		}
 	}
-	if p.journal.LiveBytes()+int64(len(body)) > p.o.MaxSpoolBytes {
+	if p.journal.LiveBytes()+int64(len(frame)) > p.o.MaxSpoolBytes {
 		p.shed(c.urlPath, c.size, "spool full")
 		return false
 	}
 	meta, _ := json.Marshal(spoolMeta{Path: c.urlPath, Encoding: c.encoding})
-	rec, err := p.journal.Append(meta, body, func() { putBuffer(bufp) })
+	rec, err := p.journal.Append(meta, frame, func() { putBuffer(bufp) })
 	if err != nil {
 		p.shed(c.urlPath, c.size, err.Error())
 		return false

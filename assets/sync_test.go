@@ -445,7 +445,8 @@ func TestCommitQueueFullShedsWithoutBlocking(t *testing.T) {
 // logged, without blocking the client.
 func TestSpoolFullShedsWithoutBlocking(t *testing.T) {
 	body := func(i int) []byte { return append(png(i), make([]byte, 700)...) } // ~1 KB
-	f := newFixture(t, fixtureOpts{noRun: true, maxSpoolBytes: 20 << 10})
+	// Each takes a 4 KiB block of the journal: room for about 20.
+	f := newFixture(t, fixtureOpts{noRun: true, maxSpoolBytes: 80 << 10})
 	runUntilDone(t, "captures on a full spool", func() {
 		for i := range 40 {
 			f.capture(fmt.Sprintf("/kcs2/img/q/%d.png", i), body(i), "")
@@ -453,7 +454,7 @@ func TestSpoolFullShedsWithoutBlocking(t *testing.T) {
 	})
 	s := f.p.Stats()
 	if s.Shed < 15 || s.Shed > 25 || f.p.Backlog() != int(s.Captured-s.Shed) {
-		t.Errorf("40 captures of 1 KB into a 20 KB spool: shed %d, waiting %d", s.Shed, f.p.Backlog())
+		t.Errorf("40 captures of 1 KB (4 KiB records) into an 80 KiB spool: shed %d, waiting %d", s.Shed, f.p.Backlog())
 	}
 	if n := f.logs.FilterMessage("capture shed: spool full").Len(); n != 1 {
 		t.Errorf("%d 'spool full' lines, want 1", n)

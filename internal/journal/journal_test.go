@@ -2,7 +2,9 @@ package journal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,6 +14,21 @@ import (
 
 func body(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 1000+i*37) }
 func meta(i int) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, i)) }
+
+// frame lays b out as an Append caller with a pooled buffer does: HeadRoom in front, slack
+// behind, at a block boundary, so that the record is written from it.
+func frame(b []byte) []byte {
+	raw := make([]byte, HeadRoom+len(b)+FrameSlack+block)
+	f := alignSlice(raw[:HeadRoom+len(b)])
+	copy(f[HeadRoom:], b)
+	return f
+}
+
+// tightFrame has no slack: the writer copies the record.
+func tightFrame(b []byte) []byte {
+	f := append(make([]byte, HeadRoom), b...)
+	return f[:len(f):len(f)]
+}
 
 func mustOpen(t *testing.T, dir string) (*Journal, []*Record, int64) {
 	t.Helper()
@@ -61,7 +78,11 @@ func TestReplayAfterRestart(t *testing.T) {
 	}
 	var want int64
 	for i := range 100 {
-		r, err := j.Append(meta(i), body(i), nil)
+		f := frame(body(i))
+		if i%3 == 0 {
+			f = tightFrame(body(i)) // copied by the writer: the same record on disk
+		}
+		r, err := j.Append(meta(i), f, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +112,7 @@ func TestReplayAfterRestart(t *testing.T) {
 		t.Errorf("after releasing every record: segments %v, live %d", got, j2.LiveBytes())
 	}
 	// New appends go on after the old segments' numbers.
-	if _, err := j2.Append(meta(1), body(1), nil); err != nil {
+	if _, err := j2.Append(meta(1), frame(body(1)), nil); err != nil {
 		t.Fatal(err)
 	}
 	j2.Close()
@@ -107,45 +128,45 @@ func TestReplayAfterRestart(t *testing.T) {
 func TestReplayStopsAtDamage(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		damage func(t *testing.T, path string, size int64)
+		damage func(t *testing.T, path string, body, end int64) // body: where the last record's body starts
 	}{
-		{"torn tail", func(t *testing.T, path string, size int64) {
-			if err := os.Truncate(path, size-10); err != nil {
+		{"torn tail", func(t *testing.T, path string, body, _ int64) {
+			if err := os.Truncate(path, body+10); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"flipped byte", func(t *testing.T, path string, size int64) {
+		{"flipped byte", func(t *testing.T, path string, body, _ int64) {
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			if _, err := f.WriteAt([]byte{0xff}, size-100); err != nil {
+			if _, err := f.WriteAt([]byte{0xff}, body+100); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"garbage header", func(t *testing.T, path string, size int64) {
+		{"garbage header", func(t *testing.T, path string, _, end int64) {
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			f.WriteAt(bytes.Repeat([]byte{0xff}, 40), size)
+			f.WriteAt(bytes.Repeat([]byte{0xff}, 40), end)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			j, _, _ := mustOpen(t, dir)
-			var end int64 // where the records end; the file may be longer, preallocated
+			var bodyAt, end int64 // the file may be longer than the records, preallocated
 			for i := range 3 {
-				r, err := j.Append(meta(i), body(i), nil)
+				r, err := j.Append(meta(i), frame(body(i)), nil)
 				if err != nil {
 					t.Fatal(err)
 				}
-				end = r.end()
+				bodyAt, end = r.off+int64(r.headLen), r.end()
 			}
 			j.Close()
-			tc.damage(t, segments(t, dir)[0], end)
+			tc.damage(t, segments(t, dir)[0], bodyAt, end)
 			_, recs, dropped := mustOpen(t, dir)
 			want := 2
 			if tc.name == "garbage header" {
@@ -169,7 +190,7 @@ func TestSegmentsRotateAndGo(t *testing.T) {
 	setSegments(j, 4<<10, false) // count only the segments appends made
 	var recs []*Record
 	for i := range 10 {
-		r, err := j.Append(meta(i), body(i), nil)
+		r, err := j.Append(meta(i), frame(body(i)), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +225,7 @@ func TestNextSegmentMadeAhead(t *testing.T) {
 	var recs []*Record
 	appendOne := func(i int) {
 		t.Helper()
-		r, err := j.Append(meta(i), body(i), nil)
+		r, err := j.Append(meta(i), frame(body(i)), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,7 +279,7 @@ func TestNextSegmentMadeAhead(t *testing.T) {
 func TestFailedWriteIsReportedAndContained(t *testing.T) {
 	dir := t.TempDir()
 	j, _, _ := mustOpen(t, dir)
-	r0, err := j.Append(meta(0), body(0), nil)
+	r0, err := j.Append(meta(0), frame(body(0)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +295,7 @@ func TestFailedWriteIsReportedAndContained(t *testing.T) {
 	good := j.cur.w
 	j.cur.w = ro
 	j.mu.Unlock()
-	r1, err := j.Append(meta(1), body(1), nil)
+	r1, err := j.Append(meta(1), frame(body(1)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +306,7 @@ func TestFailedWriteIsReportedAndContained(t *testing.T) {
 		t.Error("a record whose write failed could be read")
 	}
 	good.Close()
-	r2, err := j.Append(meta(2), body(2), nil)
+	r2, err := j.Append(meta(2), frame(body(2)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +342,7 @@ func TestConcurrentUse(t *testing.T) {
 		wg.Go(func() {
 			for i := range 100 {
 				n := (g*100 + i) % 50
-				r, err := j.Append(meta(n), body(n), nil)
+				r, err := j.Append(meta(n), frame(body(n)), nil)
 				if err != nil {
 					t.Error(err)
 					return
@@ -341,12 +362,74 @@ func TestConcurrentUse(t *testing.T) {
 	if got := segments(t, dir); len(got) > 2 {
 		t.Errorf("segments left: %v, want at most the current one and the next made ahead", got)
 	}
-	if _, err := j.Append(nil, nil, nil); err != nil {
+	if _, err := j.Append(nil, make([]byte, HeadRoom), nil); err != nil {
 		t.Fatal(err)
 	}
 	j.Close()
-	if _, err := j.Append(meta(1), body(1), nil); err != ErrClosed {
+	if _, err := j.Append(meta(1), frame(body(1)), nil); err != ErrClosed {
 		t.Errorf("Append after Close = %v", err)
+	}
+}
+
+// A frame with head room and slack is written as it is: the journal lays the record's header
+// out in front of the body in the caller's buffer. A frame without slack is copied and left
+// alone. Both replay the same.
+func TestFrameWrittenInPlace(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := mustOpen(t, dir)
+	roomy, tight := frame(body(1)), tightFrame(body(2))
+	for i, f := range [][]byte{roomy, tight} {
+		r, err := j.Append(meta(i+1), f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Flushed(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(roomy[:4], magic[:]) {
+		t.Errorf("roomy frame's head = %q, want the record header written in place", roomy[:4])
+	}
+	if !bytes.Equal(tight[:HeadRoom], make([]byte, HeadRoom)) {
+		t.Error("tight frame was written into; it should have been copied")
+	}
+	j.Close()
+	_, recs, _ := mustOpen(t, dir)
+	if len(recs) != 2 {
+		t.Fatalf("replayed %d records, want 2", len(recs))
+	}
+	checkRecord(t, recs[0], 1)
+	checkRecord(t, recs[1], 2)
+}
+
+// A segment of the first format (records one after another, no padding) left by an older
+// build is replayed.
+func TestReplaysFirstFormat(t *testing.T) {
+	dir := t.TempDir()
+	var seg []byte
+	for i := range 3 {
+		m, b := meta(i), body(i)
+		hdr := make([]byte, headerSize)
+		copy(hdr, magicV1[:])
+		binary.LittleEndian.PutUint32(hdr[4:], uint32(len(m)))
+		binary.LittleEndian.PutUint32(hdr[8:], uint32(len(b)))
+		binary.LittleEndian.PutUint32(hdr[12:], crc32.Update(crc32.Checksum(m, castagnoli), castagnoli, b))
+		seg = append(append(append(seg, hdr...), m...), b...)
+	}
+	seg = append(seg, make([]byte, 3000)...) // the zeros after the last write
+	if err := os.WriteFile(filepath.Join(dir, filePrefix+"0000000000000001"+fileSuffix), seg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j, recs, dropped := mustOpen(t, dir)
+	if len(recs) != 3 || dropped != 0 {
+		t.Fatalf("replayed %d records, dropped %d bytes; want 3, 0", len(recs), dropped)
+	}
+	for i, r := range recs {
+		checkRecord(t, r, i)
+		r.Release()
+	}
+	if j.LiveBytes() != 0 || len(segments(t, dir)) != 0 {
+		t.Errorf("after releasing: live %d, segments %v", j.LiveBytes(), segments(t, dir))
 	}
 }
 
@@ -358,7 +441,7 @@ func TestDoneHandsTheBodyBack(t *testing.T) {
 	doneFor := map[int]int{}
 	var recs []*Record
 	for i := range 50 {
-		b := body(i)
+		b := frame(body(i))
 		r, err := j.Append(meta(i), b, func() {
 			mu.Lock()
 			doneFor[i]++

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"errors"
+	"io"
 	"os"
 	"syscall"
 
@@ -24,4 +25,35 @@ func createSegmentFile(path string, size int64) (*os.File, error) {
 		os.Remove(path) // the open may have made the file before refusing O_DIRECT
 	}
 	return os.OpenFile(path, flags, 0o600)
+}
+
+// writeVectors writes bufs one after another at off, with as few system calls as it can.
+func writeVectors(f *os.File, bufs [][]byte, off int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for len(bufs) > 0 {
+		batch := bufs[:min(len(bufs), maxVectors)]
+		var n int
+		var werr error
+		if err := rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Pwritev(int(fd), batch, off)
+			return werr != unix.EAGAIN
+		}); err != nil {
+			return err
+		}
+		if werr == unix.EINTR {
+			continue
+		}
+		if werr != nil {
+			return &os.PathError{Op: "pwritev", Path: f.Name(), Err: werr}
+		}
+		if n == 0 {
+			return &os.PathError{Op: "pwritev", Path: f.Name(), Err: io.ErrShortWrite}
+		}
+		off += int64(n)
+		bufs = skipWritten(bufs, n)
+	}
+	return nil
 }

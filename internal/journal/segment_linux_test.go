@@ -11,7 +11,7 @@ import (
 // bytes cost the CPU no page-cache copy.
 func TestSegmentsAreWrittenDirect(t *testing.T) {
 	j, _, _ := mustOpen(t, t.TempDir())
-	r, err := j.Append(meta(1), body(1), nil)
+	r, err := j.Append(meta(1), frame(body(1)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
