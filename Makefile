@@ -3,11 +3,13 @@
 #             installs nginx, hey and mitmproxy with apt; writes docs/bench/peers.md)
 # make soak   fusou-proxy under mixed traffic and API faults for SOAK_MINUTES (default 30),
 #             failing if memory, goroutines or open files keep growing (bench/soak.sh)
-# Neither bench nor soak runs in CI.
+# make ab     the work tree's fusou-proxy against BENCH_A_REV's (default HEAD) and plain goproxy,
+#             many short alternating rounds (bench/ab.sh)
+# None of them runs in CI.
 
 SOAK_MINUTES ?= 30
 
-.PHONY: test bench soak
+.PHONY: test bench soak ab
 
 test:
 	go test -race ./...
@@ -17,3 +19,6 @@ bench:
 
 soak:
 	SOAK_MINUTES=$(SOAK_MINUTES) bash bench/soak.sh
+
+ab:
+	bash bench/ab.sh

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2119 # functions whose arguments are optional
+# shellcheck source-path=SCRIPTDIR
+# bench/ab.sh: two fusou-proxy builds side by side with plain goproxy MITM, to tell whether a
+# change helps. Build A is a git revision (BENCH_A_REV, default HEAD), build B the work tree.
+#
+# Stands up the same nginx, fake FUSOU API and goproxy as bench/run.sh, one fusou-proxy per
+# build (each with its own data folder and session), and runs bench/loadgen against the three
+# in turn, the order rotating each round, many short rounds rather than a few long ones. After
+# each fusou-proxy run it waits until that build has committed and uploaded what it captured,
+# so that its deferred work does not land in the next run.
+#
+# Prints one line per run (requests/s, p99, the proxy's CPU per request in the run's window)
+# and then, per build, the per-round ratios to goproxy and their median. Nothing is written to
+# the docs.
+#
+# Knobs (environment): BENCH_A_REV (HEAD), BENCH_CASE (distinct: a new asset every request;
+# same: one asset repeated), BENCH_ROUNDS (6), BENCH_DURATION (5s), BENCH_CONNS (16).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+A_REV=${BENCH_A_REV:-HEAD}
+CASE=${BENCH_CASE:-distinct}
+ROUNDS=${BENCH_ROUNDS:-6}
+DURATION=${BENCH_DURATION:-5s}
+CONNS=${BENCH_CONNS:-16}
+CLK_TCK=$(getconf CLK_TCK)
+
+need_pkgs nginx:nginx openssl:openssl curl:curl python3:python3
+WORK=$(mktemp -d /tmp/fusou-ab.XXXXXX)
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+build_tools # B: the work tree, in $WORK/bin
+mkdir -p "$WORK/src-a" "$WORK/bin-a"
+git -C "$REPO" archive "$A_REV" | tar -x -C "$WORK/src-a"
+(cd "$WORK/src-a" && go build -o "$WORK/bin-a/" ./cmd/fusou-proxy)
+log "A: fusou-proxy at $(git -C "$REPO" rev-parse --short "$A_REV"); B: $FUSOU_BUILT"
+make_certs
+make_assets
+start_nginx
+start_sink
+start_fusou
+
+# Build A: the same configuration on its own ports and data folder.
+A_PORT=$(free_port)
+A_CTL=$(free_port)
+sed -e "s#127.0.0.1:$FUSOU_PORT\"#127.0.0.1:$A_PORT\"#" -e "s#127.0.0.1:$FUSOU_CTL\"#127.0.0.1:$A_CTL\"#" \
+  -e "s#$WORK/fusou-data#$WORK/a-data#" "$WORK/fusou.toml" >"$WORK/a.toml"
+mkdir -p "$WORK/a-data"
+start fusou-a "$WORK/bin-a/fusou-proxy" --config "$WORK/a.toml" run --log-format json --log-level warn
+A_PID=$LAST_PID
+wait_port "$A_CTL"
+wait_port "$A_PORT"
+"$WORK/bin-a/fusou-proxy" --config "$WORK/a.toml" ca export --out "$WORK/a-ca.pem" >/dev/null
+echo '{"access_token":"assettest-access-token","refresh_token":"bench-refresh"}' |
+  "$WORK/bin-a/fusou-proxy" --config "$WORK/a.toml" session set >/dev/null
+
+GP_PORT=$(free_port)
+start goproxy-plain "$WORK/bin/goproxy-plain" -listen "127.0.0.1:$GP_PORT" \
+  -ca-cert "$WORK/goproxy-ca.pem" -ca-key "$WORK/goproxy-ca-key.pem" \
+  -upstream-ca "$WORK/nginx-ca.pem" -connect-to "$GAME_HOST:443:127.0.0.1:$NGINX_PORT"
+GP_PID=$LAST_PID
+wait_port "$GP_PORT"
+
+# variant V prints "PID PORT CA BINARY CONFIG DATA CONTROL" (the last four "-" for goproxy).
+variant() {
+  case $1 in
+  goproxy) echo "$GP_PID $GP_PORT $WORK/goproxy-ca.pem - - - -" ;;
+  A) echo "$A_PID $A_PORT $WORK/a-ca.pem $WORK/bin-a/fusou-proxy $WORK/a.toml $WORK/a-data $A_CTL" ;;
+  B) echo "$FUSOU_PID $FUSOU_PORT $FUSOU_CA $WORK/bin/fusou-proxy $WORK/fusou.toml $WORK/fusou-data $FUSOU_CTL" ;;
+  esac
+}
+
+# settle BINARY CONFIG DATA CONTROL waits until the build has committed (or dropped) every
+# capture, then uploads what is pending with a forced retry pass.
+settle() {
+  local i m cap n
+  for ((i = 0; i < 1200; i++)); do
+    m=$(curl -sf --max-time 10 -H "Authorization: Bearer $(cat "$3/control.token")" "http://127.0.0.1:$4/metrics" |
+      grep -E '^fusou_captures_(total|committed_total|known_total|shed_total) ' || true)
+    cap=$(metric fusou_captures_total <<<"$m")
+    n=$(($(metric fusou_captures_committed_total <<<"$m") + $(metric fusou_captures_known_total <<<"$m") + $(metric fusou_captures_shed_total <<<"$m")))
+    ((n >= cap)) && break
+    sleep 0.5
+  done
+  timeout 600 "$1" --config "$2" retry --wait >/dev/null 2>&1 || log "retry --wait did not finish cleanly"
+}
+
+url() {
+  if [ "$CASE" = same ]; then echo "https://$GAME_HOST/kcs2/img/same/asset.png"; else echo "https://$GAME_HOST/kcs2/img/d/$1/{n}.png"; fi
+}
+
+for v in goproxy A B; do # warm each proxy: leaf, connection pools
+  read -r _ port ca _ <<<"$(variant "$v")"
+  "$WORK/bin/loadgen" -proxy "127.0.0.1:$port" -ca "$ca" -c 64 -n 2000 -url "https://$GAME_HOST/kcs2/img/same/asset.png" >/dev/null
+done
+
+RESULTS=$WORK/ab.txt
+vs=(goproxy A B)
+for ((r = 1; r <= ROUNDS; r++)); do
+  for ((i = 0; i < 3; i++)); do
+    v=${vs[(i + r) % 3]}
+    read -r pid port ca bin conf data ctl <<<"$(variant "$v")"
+    c0=$(cpu_ticks "$pid")
+    "$WORK/bin/loadgen" -proxy "127.0.0.1:$port" -ca "$ca" -c "$CONNS" -d "$DURATION" -size "$ASSET_SIZE" \
+      -url "$(url "r$r-$v-$RANDOM")" >"$WORK/loadgen.out"
+    c1=$(cpu_ticks "$pid")
+    line=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
+print("round %s %s rps=%.0f p99_ms=%.2f cpu_us_per_req=%.0f" % (sys.argv[2], sys.argv[3], r["rps"], r["p99_ms"],
+      (int(sys.argv[4]) / int(sys.argv[5]) * 1e6) / max(r["requests"], 1)))' "$WORK/loadgen.out" "$r" "$v" "$((c1 - c0))" "$CLK_TCK")
+    echo "$line" | tee -a "$RESULTS"
+    [ "$bin" != - ] && settle "$bin" "$conf" "$data" "$ctl"
+  done
+done
+
+python3 - "$RESULTS" <<'EOF'
+import collections, re, statistics, sys
+runs = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    m = re.match(r"round (\d+) (\S+) rps=(\d+) p99_ms=(\S+) cpu_us_per_req=(\d+)", line)
+    if m:
+        runs[int(m[1])][m[2]] = (int(m[3]), float(m[4]), int(m[5]))
+for v in ("A", "B"):
+    rate = [runs[r][v][0] / runs[r]["goproxy"][0] for r in sorted(runs)]
+    p99 = [runs[r][v][1] / runs[r]["goproxy"][1] for r in sorted(runs)]
+    cpu = [runs[r][v][2] for r in sorted(runs)]
+    print("%s / goproxy req/s: %s, median %.2f; p99 median %.2f; CPU us/req median %.0f" % (
+        v, " ".join("%.2f" % x for x in rate), statistics.median(rate), statistics.median(p99), statistics.median(cpu)))
+print("goproxy CPU us/req median %.0f" % statistics.median(runs[r]["goproxy"][2] for r in runs))
+EOF
