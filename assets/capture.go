@@ -406,7 +406,7 @@ type finished struct {
 	encoding string
 	hash     string // of the bytes as spooled; "" when they are still encoded
 	size     int64
-	print    bodyPrint       // zero for a body that did not fit in a Spool's buffer, or replayed
+	print    bodyPrint       // zero for a path's first capture, a body that did not fit in a Spool's buffer, or replayed
 	rec      *journal.Record // the spool journal's copy, for a body that fit in the buffer
 }
 
