@@ -56,12 +56,7 @@ wait_port "$A_PORT"
 echo '{"access_token":"assettest-access-token","refresh_token":"bench-refresh"}' |
   "$WORK/bin-a/fusou-proxy" --config "$WORK/a.toml" session set >/dev/null
 
-GP_PORT=$(free_port)
-start goproxy-plain "$WORK/bin/goproxy-plain" -listen "127.0.0.1:$GP_PORT" \
-  -ca-cert "$WORK/goproxy-ca.pem" -ca-key "$WORK/goproxy-ca-key.pem" \
-  -upstream-ca "$WORK/nginx-ca.pem" -connect-to "$GAME_HOST:443:127.0.0.1:$NGINX_PORT"
-GP_PID=$LAST_PID
-wait_port "$GP_PORT"
+start_goproxy
 
 # variant V prints "PID PORT CA BINARY CONFIG DATA CONTROL" (the last four "-" for goproxy).
 variant() {

@@ -240,6 +240,18 @@ EOF
   log "fusou-proxy on 127.0.0.1:$FUSOU_PORT, control 127.0.0.1:$FUSOU_CTL (pid $FUSOU_PID)"
 }
 
+# start_goproxy starts bench/goproxy-plain MITMing GAME_HOST with the script's goproxy CA,
+# dialling nginx and verifying it; sets GP_PORT and GP_PID.
+start_goproxy() {
+  GP_PORT=$(free_port)
+  start goproxy-plain "$WORK/bin/goproxy-plain" -listen "127.0.0.1:$GP_PORT" \
+    -ca-cert "$WORK/goproxy-ca.pem" -ca-key "$WORK/goproxy-ca-key.pem" \
+    -upstream-ca "$WORK/nginx-ca.pem" -connect-to "$GAME_HOST:443:127.0.0.1:$NGINX_PORT"
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  GP_PID=$LAST_PID
+  wait_port "$GP_PORT"
+}
+
 # fusou_metrics [REGEX] prints fusou-proxy's Prometheus metrics (the route needs the
 # bearer token from <data_dir>/control.token), optionally only the matching lines.
 fusou_metrics() {

@@ -62,12 +62,7 @@ start_nginx
 start_sink
 start_fusou
 
-GP_PORT=$(free_port)
-start goproxy-plain "$WORK/bin/goproxy-plain" -listen "127.0.0.1:$GP_PORT" \
-  -ca-cert "$WORK/goproxy-ca.pem" -ca-key "$WORK/goproxy-ca-key.pem" \
-  -upstream-ca "$WORK/nginx-ca.pem" -connect-to "$GAME_HOST:443:127.0.0.1:$NGINX_PORT"
-GP_PID=$LAST_PID
-wait_port "$GP_PORT"
+start_goproxy
 
 # fusou-proxy with capture off (app.asset_sync.enable = false): its proxy alone, on the same
 # configuration otherwise, to split fusou-proxy's cost between proxying and capturing.

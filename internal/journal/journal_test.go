@@ -68,6 +68,20 @@ func checkRecord(t *testing.T, r *Record, i int) {
 	}
 }
 
+// checkReplay closes j, opens its folder again and checks that exactly the records numbered
+// want come back, in order.
+func checkReplay(t *testing.T, j *Journal, dir string, want ...int) {
+	t.Helper()
+	j.Close()
+	_, recs, _ := mustOpen(t, dir)
+	if len(recs) != len(want) {
+		t.Fatalf("replayed %d records, want %d", len(recs), len(want))
+	}
+	for i, n := range want {
+		checkRecord(t, recs[i], n)
+	}
+}
+
 // What is appended and not released comes back from Open, in order, byte for byte; once all of
 // it is released, no segment is left.
 func TestReplayAfterRestart(t *testing.T) {
@@ -316,13 +330,7 @@ func TestFailedWriteIsReportedAndContained(t *testing.T) {
 	if got := segments(t, dir); len(got) != 2 {
 		t.Errorf("segments = %v, want the failed one and a new one", got)
 	}
-	j.Close()
-	_, recs, _ := mustOpen(t, dir)
-	if len(recs) != 2 {
-		t.Fatalf("replayed %d records, want 2", len(recs))
-	}
-	checkRecord(t, recs[0], 0)
-	checkRecord(t, recs[1], 2)
+	checkReplay(t, j, dir, 0, 2)
 }
 
 // Where O_DIRECT is not used (another system, or a file system without it), the same holds.
@@ -393,13 +401,7 @@ func TestFrameWrittenInPlace(t *testing.T) {
 	if !bytes.Equal(tight[:HeadRoom], make([]byte, HeadRoom)) {
 		t.Error("tight frame was written into; it should have been copied")
 	}
-	j.Close()
-	_, recs, _ := mustOpen(t, dir)
-	if len(recs) != 2 {
-		t.Fatalf("replayed %d records, want 2", len(recs))
-	}
-	checkRecord(t, recs[0], 1)
-	checkRecord(t, recs[1], 2)
+	checkReplay(t, j, dir, 1, 2)
 }
 
 // A segment of the first format (records one after another, no padding) left by an older
