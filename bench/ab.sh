@@ -43,18 +43,8 @@ start_sink
 start_fusou
 
 # Build A: the same configuration on its own ports and data folder.
-A_PORT=$(free_port)
-A_CTL=$(free_port)
-sed -e "s#127.0.0.1:$FUSOU_PORT\"#127.0.0.1:$A_PORT\"#" -e "s#127.0.0.1:$FUSOU_CTL\"#127.0.0.1:$A_CTL\"#" \
-  -e "s#$WORK/fusou-data#$WORK/a-data#" "$WORK/fusou.toml" >"$WORK/a.toml"
-mkdir -p "$WORK/a-data"
-start fusou-a "$WORK/bin-a/fusou-proxy" --config "$WORK/a.toml" run --log-format json --log-level warn
-A_PID=$LAST_PID
-wait_port "$A_CTL"
-wait_port "$A_PORT"
-"$WORK/bin-a/fusou-proxy" --config "$WORK/a.toml" ca export --out "$WORK/a-ca.pem" >/dev/null
-echo '{"access_token":"assettest-access-token","refresh_token":"bench-refresh"}' |
-  "$WORK/bin-a/fusou-proxy" --config "$WORK/a.toml" session set >/dev/null
+start_fusou_copy a "$WORK/bin-a/fusou-proxy"
+A_PORT=$COPY_PORT A_CTL=$COPY_CTL A_PID=$COPY_PID
 
 start_goproxy
 

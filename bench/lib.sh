@@ -240,6 +240,28 @@ EOF
   log "fusou-proxy on 127.0.0.1:$FUSOU_PORT, control 127.0.0.1:$FUSOU_CTL (pid $FUSOU_PID)"
 }
 
+# start_fusou_copy NAME BINARY [ENV=VALUE...] starts another fusou-proxy, BINARY, with
+# start_fusou's configuration on ports and a data folder of its own ($WORK/NAME.toml,
+# $WORK/NAME-data), the environment given, its CA exported to $WORK/NAME-ca.pem and the same
+# session posted; sets COPY_PORT, COPY_CTL and COPY_PID.
+start_fusou_copy() {
+  local name=$1 bin=$2
+  shift 2
+  COPY_PORT=$(free_port)
+  COPY_CTL=$(free_port)
+  sed -e "s#127.0.0.1:$FUSOU_PORT\"#127.0.0.1:$COPY_PORT\"#" -e "s#127.0.0.1:$FUSOU_CTL\"#127.0.0.1:$COPY_CTL\"#" \
+    -e "s#$WORK/fusou-data#$WORK/$name-data#" "$WORK/fusou.toml" >"$WORK/$name.toml"
+  mkdir -p "$WORK/$name-data"
+  start "fusou-$name" env "$@" "$bin" --config "$WORK/$name.toml" run --log-format json --log-level warn
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  COPY_PID=$LAST_PID
+  wait_port "$COPY_CTL"
+  wait_port "$COPY_PORT"
+  "$bin" --config "$WORK/$name.toml" ca export --out "$WORK/$name-ca.pem" >/dev/null 2>&1
+  echo '{"access_token":"assettest-access-token","refresh_token":"bench-refresh"}' |
+    "$bin" --config "$WORK/$name.toml" session set >/dev/null
+}
+
 # start_goproxy starts bench/goproxy-plain MITMing GAME_HOST with the script's goproxy CA,
 # dialling nginx and verifying it; sets GP_PORT and GP_PID.
 start_goproxy() {

@@ -66,15 +66,8 @@ start_goproxy
 
 # fusou-proxy with capture off (app.asset_sync.enable = false): its proxy alone, on the same
 # configuration otherwise, to split fusou-proxy's cost between proxying and capturing.
-NC_PORT=$(free_port)
-NC_CTL=$(free_port)
-sed -e "s#127.0.0.1:$FUSOU_PORT\"#127.0.0.1:$NC_PORT\"#" -e "s#127.0.0.1:$FUSOU_CTL\"#127.0.0.1:$NC_CTL\"#" \
-  -e "s#$WORK/fusou-data#$WORK/nocapture-data#" "$WORK/fusou.toml" >"$WORK/nocapture.toml"
-start fusou-nocapture env FUSOU_APP_ASSET_SYNC_ENABLE=false "$WORK/bin/fusou-proxy" --config "$WORK/nocapture.toml" \
-  run --log-format json --log-level warn
-NC_PID=$LAST_PID
-wait_port "$NC_PORT"
-"$WORK/bin/fusou-proxy" --config "$WORK/nocapture.toml" ca export --out "$WORK/nocapture-ca.pem" 2>/dev/null
+start_fusou_copy nocapture "$WORK/bin/fusou-proxy" FUSOU_APP_ASSET_SYNC_ENABLE=false
+NC_PORT=$COPY_PORT NC_PID=$COPY_PID
 
 MITM_PORT=$(free_port)
 mkdir -p "$WORK/mitm-conf"
