@@ -17,14 +17,14 @@ func alignSlice(b []byte) []byte {
 // useDirect turns O_DIRECT off in tests of the buffered fallback.
 var useDirect = true
 
-// skipWritten drops the first n bytes of bufs, which a write has taken.
+// skipWritten drops the first n bytes of bufs, which a write has taken; it may reslice bufs[0].
 func skipWritten(bufs [][]byte, n int) [][]byte {
 	for len(bufs) > 0 && n >= len(bufs[0]) {
 		n -= len(bufs[0])
 		bufs = bufs[1:]
 	}
-	if len(bufs) > 0 && n > 0 {
-		bufs = append([][]byte{bufs[0][n:]}, bufs[1:]...)
+	if len(bufs) > 0 {
+		bufs[0] = bufs[0][n:]
 	}
 	return bufs
 }

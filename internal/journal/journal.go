@@ -441,8 +441,8 @@ func (j *Journal) writeStaged() bool {
 	if len(batch) == 0 {
 		return false
 	}
-	// Records of one segment are written together. A batch spans two only after a failed
-	// write, when Append moved on without waiting for the failed segment's queue.
+	// Records of one segment are written together. A batch spans two when Append sealed a
+	// segment (full, or failed) and went on to the next before the writer took the queue.
 	for len(batch) > 0 {
 		n := 1
 		for n < len(batch) && batch[n].r.seg == batch[0].r.seg {
