@@ -10,10 +10,11 @@ import (
 // Uploads yield to the game. While captures stream in (a game load is a burst of hundreds of
 // assets), uploads start at most one per busyUploadEvery, so that their CPU does not slow the
 // responses the player is waiting for; once no capture has started for quietAfter, they go at
-// full speed. Nothing waits long: the game's traffic comes in bursts with quiet gaps.
+// full speed. Nothing waits long: the game's traffic comes in bursts with quiet gaps. The one
+// upload a second keeps an endless stream of captures from starving the archive.
 const (
 	quietAfter      = 250 * time.Millisecond
-	busyUploadEvery = 100 * time.Millisecond
+	busyUploadEvery = time.Second
 )
 
 // pacer spaces work out while the proxy is busy with captures.

@@ -21,7 +21,7 @@ import (
 // client little more than a burst of known ones; once the traffic goes quiet they commit at full
 // speed. A process killed before the commit loses nothing: Open replays the journal.
 const (
-	busyCommitEvery = 50 * time.Millisecond
+	busyCommitEvery = time.Second
 	drainers        = 4
 	// shutdownDrain bounds how long the drainers go on committing once the pipeline stops: a
 	// game's burst (hundreds of assets) commits in under a second; what a flood leaves stays in
