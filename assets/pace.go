@@ -7,14 +7,20 @@ import (
 	"time"
 )
 
-// Uploads yield to the game. While captures stream in (a game load is a burst of hundreds of
-// assets), uploads start at most one per busyUploadEvery, so that their CPU does not slow the
-// responses the player is waiting for; once no capture has started for quietAfter, they go at
-// full speed. Nothing waits long: the game's traffic comes in bursts with quiet gaps. The one
-// upload a second keeps an endless stream of captures from starving the archive.
+// Uploads yield to the game. While captures stream in fast (a game load is a burst of
+// hundreds of assets), uploads start at most one per busyUploadEvery, so that their CPU does
+// not slow the responses the player is waiting for; once the captures have slowed below the
+// busy rate for quietAfter, they go at full speed. Nothing waits long: the game's traffic
+// comes in bursts with quiet gaps. The one upload a second keeps an endless fast stream of
+// captures from starving the archive, and a steady trickle below the busy rate (a player
+// browsing) never holds uploads back, so it cannot build a backlog.
 const (
 	quietAfter      = 250 * time.Millisecond
 	busyUploadEvery = time.Second
+	// The proxy is busy while at least busyCount captures start within one busyWindow: 100 a
+	// second, where a game's loading burst is and a steady trickle of captures is not.
+	busyWindow = 100 * time.Millisecond
+	busyCount  = 10
 )
 
 // pacer spaces work out while the proxy is busy with captures.
@@ -26,11 +32,39 @@ type pacer struct {
 	next time.Time // guarded by mu: when the next upload may start while busy
 }
 
-// activity is the Unix ns of the last capture start; 0 for none yet.
-type activity struct{ atomic.Int64 }
+// activity tells whether captures are starting at the busy rate or faster.
+type activity struct {
+	window atomic.Int64 // the current busyWindow's number<<8 | the captures started in it (capped at busyCount)
+	last   atomic.Int64 // Unix ns of the last capture start at the busy rate; 0 for none yet
+}
 
 // busy records a capture starting now.
-func (a *activity) busy() { a.Store(time.Now().UnixNano()) }
+func (a *activity) busy() { a.busyAt(time.Now().UnixNano()) }
+
+// busyAt records a capture starting at now, in Unix ns.
+func (a *activity) busyAt(now int64) {
+	w := now / int64(busyWindow)
+	for {
+		cur := a.window.Load()
+		n := cur & 0xff
+		if cur>>8 != w {
+			n = 0
+		}
+		if n >= busyCount {
+			a.last.Store(now)
+			return
+		}
+		if a.window.CompareAndSwap(cur, w<<8|(n+1)) {
+			if n+1 >= busyCount {
+				a.last.Store(now)
+			}
+			return
+		}
+	}
+}
+
+// lastBusy returns the Unix ns of the last capture start at the busy rate, 0 for none.
+func (a *activity) lastBusy() int64 { return a.last.Load() }
 
 func newPacer(a *activity, every time.Duration) *pacer {
 	return &pacer{quiet: quietAfter, every: every, last: a}
@@ -40,7 +74,7 @@ func newPacer(a *activity, every time.Duration) *pacer {
 func (pc *pacer) wait(ctx context.Context) error {
 	for {
 		now := time.Now()
-		idle := now.Sub(time.Unix(0, pc.last.Load()))
+		idle := now.Sub(time.Unix(0, pc.last.lastBusy()))
 		if idle >= pc.quiet {
 			return nil
 		}

@@ -25,7 +25,7 @@ func TestPacerSpacesUploadsWhileBusy(t *testing.T) {
 	}
 
 	// Busy: 5 uploads take at least 4 intervals.
-	pc.last.busy()
+	rush(pc.last)
 	stop := keepBusy(pc.last, 10*time.Millisecond)
 	defer stop()
 	start = time.Now()
@@ -51,11 +51,11 @@ func TestPacerSpacesUploadsWhileBusy(t *testing.T) {
 // Traffic going quiet releases a waiting upload before its slot.
 func TestPacerReleasesWhenTrafficStops(t *testing.T) {
 	pc := &pacer{quiet: 50 * time.Millisecond, every: time.Hour, last: new(activity)}
-	pc.last.busy()
+	rush(pc.last)
 	if err := pc.wait(context.Background()); err != nil { // takes the first slot
 		t.Fatal(err)
 	}
-	pc.last.busy()
+	rush(pc.last)
 	done := make(chan error, 1)
 	go func() { done <- pc.wait(context.Background()) }()
 	select {
@@ -66,12 +66,49 @@ func TestPacerReleasesWhenTrafficStops(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("an upload waited for its hourly slot after the traffic stopped")
 	}
-	if idle := time.Since(time.Unix(0, pc.last.Load())); idle < pc.quiet {
+	if idle := time.Since(time.Unix(0, pc.last.lastBusy())); idle < pc.quiet {
 		t.Errorf("released after %v of quiet, want at least %v", idle, pc.quiet)
 	}
 }
 
-// keepBusy marks a capture starting every interval, as a game's traffic would, until stop is
+// rush records a burst of captures at the busy rate.
+func rush(a *activity) {
+	for range busyCount {
+		a.busy()
+	}
+}
+
+// Captures make the proxy busy at busyCount within one busyWindow, not below, and a window
+// that has passed counts for nothing.
+func TestActivityBusyRate(t *testing.T) {
+	a := new(activity)
+	w := int64(busyWindow)
+	start := 1000 * w
+	for i := range busyCount - 1 {
+		a.busyAt(start + int64(i))
+	}
+	if got := a.lastBusy(); got != 0 {
+		t.Fatalf("busy after %d captures in a window, want not", busyCount-1)
+	}
+	a.busyAt(start + w) // the next window: the count starts again
+	for i := range busyCount - 2 {
+		a.busyAt(start + w + 1 + int64(i))
+	}
+	if got := a.lastBusy(); got != 0 {
+		t.Fatalf("busy after %d captures split over two windows, want not", 2*busyCount-2)
+	}
+	last := start + w + busyCount
+	a.busyAt(last)
+	if got := a.lastBusy(); got != last {
+		t.Fatalf("lastBusy = %d after the %dth capture in a window, want %d", got, busyCount, last)
+	}
+	a.busyAt(last + 1) // still busy: each start moves lastBusy
+	if got := a.lastBusy(); got != last+1 {
+		t.Errorf("lastBusy = %d, want %d", got, last+1)
+	}
+}
+
+// keepBusy marks a burst of captures every interval, as a game's traffic would, until stop is
 // called; stop returns once it has stopped.
 func keepBusy(a *activity, every time.Duration) (stop func()) {
 	quit, stopped := make(chan struct{}), make(chan struct{})
@@ -84,7 +121,7 @@ func keepBusy(a *activity, every time.Duration) (stop func()) {
 			case <-quit:
 				return
 			case <-tick.C:
-				a.busy()
+				rush(a)
 			}
 		}
 	}()

@@ -86,10 +86,55 @@ func TestJournalCommitsWaitForQuiet(t *testing.T) {
 	eventually(t, "the captures uploaded", func() bool { return f.srv.Uploads() == n })
 }
 
+// A steady trickle of captures below the busy rate (a player browsing) is never held back:
+// everything is committed and uploaded while the trickle goes on, where one a second would
+// take n seconds.
+func TestTrickleIsNotPaced(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	stop := keepTrickling(&f.p.captures, 25*time.Millisecond) // 4 per busyWindow
+	defer stop()
+	const n = 20
+	tick := time.NewTicker(25 * time.Millisecond) // the captures trickle too: 4 more per busyWindow
+	defer tick.Stop()
+	for i := range n {
+		<-tick.C
+		f.capture(fmt.Sprintf("/kcs2/img/t/%d.png", i), png(i), "")
+	}
+	deadline := time.Now().Add(n * busyCommitEvery / 2)
+	for f.p.Stats().Committed < n || f.srv.Uploads() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("during a trickle: %d of %d committed, %d uploaded after %v", f.p.Stats().Committed, n, f.srv.Uploads(), n*busyCommitEvery/2)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if last := f.p.captures.lastBusy(); last != 0 {
+		t.Errorf("the trickle made the proxy busy (at %v)", time.Unix(0, last))
+	}
+}
+
+// keepTrickling marks one capture starting every interval until stop is called.
+func keepTrickling(a *activity, every time.Duration) (stop func()) {
+	quit, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				a.busy()
+			}
+		}
+	}()
+	return func() { close(quit); <-stopped }
+}
+
 // Close commits what waits in the journal, unpaced, before it returns.
 func TestCloseDrainsTheJournal(t *testing.T) {
 	f := newFixture(t, fixtureOpts{noSession: true})
-	f.p.captures.busy()
+	rush(&f.p.captures)
 	for i := range 50 {
 		f.capture(fmt.Sprintf("/kcs2/img/c/%d.png", i), png(i), "")
 	}
@@ -114,7 +159,7 @@ func TestCloseLeavesALargeBacklogInTheJournal(t *testing.T) {
 	}
 	f.p.shutdownDrain = time.Millisecond
 	f.p.Run(context.Background())
-	f.p.captures.busy() // traffic: the drainers are paced, so the backlog is still there
+	rush(&f.p.captures) // traffic: the drainers are paced, so the backlog is still there
 	start := time.Now()
 	if err := f.p.Close(); err != nil {
 		t.Fatal(err)
