@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -79,6 +80,9 @@ type Index struct {
 	entries     map[string]indexEntry
 	since       int64     // the server's snapshotUpperMs of the last listing
 	lastRefresh time.Time // the last refresh tried; zero if none
+	// addedDuring holds what Add recorded while a refresh's request was out, nil otherwise:
+	// the listing may predate those uploads, so merge applies them again on top of it.
+	addedDuring map[string]indexEntry
 }
 
 type indexEntry struct {
@@ -143,7 +147,11 @@ func (ix *Index) Known(key, hash string) bool {
 func (ix *Index) Add(key, hash string, size int64) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	ix.entries[key] = indexEntry{hash: hash, size: size}
+	e := indexEntry{hash: hash, size: size}
+	ix.entries[key] = e
+	if ix.addedDuring != nil {
+		ix.addedDuring[key] = e
+	}
 }
 
 // Len returns the number of keys in the index.
@@ -188,7 +196,13 @@ func (ix *Index) Refresh(ctx context.Context, force bool) error {
 	}
 	ix.mu.Lock()
 	ix.lastRefresh = now
+	ix.addedDuring = make(map[string]indexEntry)
 	ix.mu.Unlock()
+	defer func() {
+		ix.mu.Lock()
+		ix.addedDuring = nil
+		ix.mu.Unlock()
+	}()
 
 	start := time.Now()
 	ans, err := ix.fetch(ctx, sess, since)
@@ -278,6 +292,8 @@ func (ix *Index) merge(ans *keysAnswer, full bool) {
 			ix.entries[k] = indexEntry{}
 		}
 	}
+	// Uploads that succeeded while the request was out are newer than the listing.
+	maps.Copy(ix.entries, ix.addedDuring)
 	switch {
 	case ans.SnapshotUpperMs > 0:
 		ix.since = ans.SnapshotUpperMs

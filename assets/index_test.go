@@ -3,7 +3,9 @@ package assets
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -264,6 +266,42 @@ func TestIndexFullListingReplaces(t *testing.T) {
 	ix.Add("assets/kcs2/new.png", hA, 1)
 	if !ix.Known("assets/kcs2/new.png", hA) {
 		t.Errorf("Add not known")
+	}
+}
+
+// An upload recorded while a full listing is on its way survives it: the listing was taken
+// before the upload, so it cannot say the key is gone (a repeat of the asset would be uploaded
+// again).
+func TestIndexKeepsAddsDuringRefresh(t *testing.T) {
+	asked, answer := make(chan struct{}), make(chan struct{})
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(asked)
+		<-answer
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"items":[],"incremental":false,"snapshotUpperMs":1}`)
+	}))
+	defer api.Close()
+	ix, err := OpenIndex(IndexOptions{Endpoint: api.URL + "/api/asset-sync/keys", Session: sessionHolder()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ix.Refresh(context.Background(), true) }()
+	<-asked
+	h := hashOf([]byte("uploaded"))
+	ix.Add("assets/kcs2/uploaded.png", h, 8)
+	close(answer)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !ix.Known("assets/kcs2/uploaded.png", h) {
+		t.Error("an upload recorded during the refresh was dropped by the listing")
+	}
+	ix.Add("assets/kcs2/after.png", h, 8) // no refresh under way: nothing kept aside
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if ix.addedDuring != nil {
+		t.Errorf("addedDuring = %v after the refresh, want nil", ix.addedDuring)
 	}
 }
 
