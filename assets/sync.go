@@ -85,7 +85,7 @@ type Pipeline struct {
 	uploads    chan string   // ids of committed entries waiting for a worker
 	printSeed  maphash.Seed  // keys bodyPrint sums; made at random for each process
 	prints     printCache    // what recently seen bodies are, by their print
-	captures   activity      // when the last capture started
+	captures   activity      // how fast captures start: busy or quiet
 	pace       *pacer        // holds uploads back while captures stream in
 	commitPace *pacer        // holds the journal's commits back likewise
 
