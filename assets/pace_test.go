@@ -111,6 +111,11 @@ func TestActivityBusyRate(t *testing.T) {
 // keepBusy marks a burst of captures every interval, as a game's traffic would, until stop is
 // called; stop returns once it has stopped.
 func keepBusy(a *activity, every time.Duration) (stop func()) {
+	return keepMarking(every, func() { rush(a) })
+}
+
+// keepMarking calls mark every interval until stop is called; stop returns once it has stopped.
+func keepMarking(every time.Duration, mark func()) (stop func()) {
 	quit, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -121,7 +126,7 @@ func keepBusy(a *activity, every time.Duration) (stop func()) {
 			case <-quit:
 				return
 			case <-tick.C:
-				rush(a)
+				mark()
 			}
 		}
 	}()

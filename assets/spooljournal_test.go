@@ -91,7 +91,7 @@ func TestJournalCommitsWaitForQuiet(t *testing.T) {
 // take n seconds.
 func TestTrickleIsNotPaced(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
-	stop := keepTrickling(&f.p.captures, 25*time.Millisecond) // 4 per busyWindow
+	stop := keepMarking(25*time.Millisecond, f.p.captures.busy) // 4 captures per busyWindow
 	defer stop()
 	const n = 20
 	tick := time.NewTicker(25 * time.Millisecond) // the captures trickle too: 4 more per busyWindow
@@ -110,25 +110,6 @@ func TestTrickleIsNotPaced(t *testing.T) {
 	if last := f.p.captures.lastBusy(); last != 0 {
 		t.Errorf("the trickle made the proxy busy (at %v)", time.Unix(0, last))
 	}
-}
-
-// keepTrickling marks one capture starting every interval until stop is called.
-func keepTrickling(a *activity, every time.Duration) (stop func()) {
-	quit, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-tick.C:
-				a.busy()
-			}
-		}
-	}()
-	return func() { close(quit); <-stopped }
 }
 
 // Close commits what waits in the journal, unpaced, before it returns.
