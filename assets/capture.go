@@ -438,6 +438,7 @@ type printCache struct {
 	paths map[string]struct{}   // the URL paths captured recently; guarded by mu
 }
 
+// printOf returns the print of body as it came over the wire.
 func (p *Pipeline) printOf(encoding string, body []byte) bodyPrint {
 	return bodyPrint{encoding: encoding, size: int64(len(body)), sum: maphash.Bytes(p.printSeed, body)}
 }

@@ -91,10 +91,12 @@ func TestJournalCommitsWaitForQuiet(t *testing.T) {
 // take n seconds.
 func TestTrickleIsNotPaced(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
-	stop := keepMarking(25*time.Millisecond, f.p.captures.busy) // 4 captures per busyWindow
+	// 2 marks and 4 captures per busyWindow; a ticker late under load delivers at most one
+	// extra tick each, so a window never sees busyCount.
+	stop := keepMarking(50*time.Millisecond, f.p.captures.busy)
 	defer stop()
 	const n = 20
-	tick := time.NewTicker(25 * time.Millisecond) // the captures trickle too: 4 more per busyWindow
+	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
 	for i := range n {
 		<-tick.C
