@@ -253,7 +253,7 @@ func (s *Spool) finishInMemory() {
 	p := s.p
 	p.stats.captured.Add(1)
 	c := finished{urlPath: s.urlPath, encoding: s.encoding, size: s.n}
-	if p.prints.sawPath(s.urlPath) {
+	if p.sawPath(s.urlPath) {
 		c.print = p.printOf(s.encoding, s.buf)
 		if id, ok := p.prints.get(c.print); ok {
 			if p.dropKnown(s.urlPath, id.size, id.hash) {
@@ -433,9 +433,8 @@ const maxPrints = 8192
 // asset is recognised without hashing (or, when encoded, decoding) it again. It only saves
 // work: what a body is still decides whether it is committed, by the same rules as before.
 type printCache struct {
-	mu    sync.Mutex
-	m     map[bodyPrint]assetID // guarded by mu
-	paths map[string]struct{}   // the URL paths captured recently; guarded by mu
+	mu sync.Mutex
+	m  map[bodyPrint]assetID // guarded by mu
 }
 
 // printOf returns the print of body as it came over the wire.
@@ -443,18 +442,25 @@ func (p *Pipeline) printOf(encoding string, body []byte) bodyPrint {
 	return bodyPrint{encoding: encoding, size: int64(len(body)), sum: maphash.Bytes(p.printSeed, body)}
 }
 
+// pathSlots sizes the table of recently captured paths: twice the print cache's bound.
+const pathSlots = 2 * maxPrints
+
+// seenPaths remembers the URL paths captured recently, as the maphash of each in a slot
+// chosen by that hash: a lookup is a load and a store, with no lock and no allocation, which
+// matters when every capture is a new path. A path whose slot another took since reads as
+// unseen, so its capture is printed by a drainer (as a path's first one is); two paths whose
+// hashes are equal (a chance of 2^-64) read as seen, so the capture is printed on the spot.
+// Either way only where the print is taken changes.
+type seenPaths [pathSlots]atomic.Uint64
+
 // sawPath reports whether urlPath was captured before (recently), and remembers it.
-func (c *printCache) sawPath(urlPath string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.paths[urlPath]; ok {
+func (p *Pipeline) sawPath(urlPath string) bool {
+	h := maphash.String(p.printSeed, urlPath) | 1 // 0 marks an empty slot
+	slot := &p.paths[h%pathSlots]
+	if slot.Load() == h {
 		return true
 	}
-	if c.paths == nil {
-		c.paths = make(map[string]struct{})
-	}
-	evictOne(c.paths, maxPrints)
-	c.paths[urlPath] = struct{}{}
+	slot.Store(h)
 	return false
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -173,5 +175,35 @@ func TestBufferFollowsContentLength(t *testing.T) {
 		if b, err := c.rec.ReadBody(nil); err != nil || !bytes.Equal(b, randomBytes(uint64(want), int(c.size))) {
 			t.Errorf("journaled body of %d bytes does not match: %v", c.size, err)
 		}
+	}
+}
+
+// A path reads as seen from its second capture on, until another path takes its slot; then
+// it reads as unseen once (its capture is printed by a drainer) and is remembered again.
+func TestSawPath(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	p := f.p
+	first := "/kcs2/img/a.png"
+	if p.sawPath(first) {
+		t.Fatal("a new path reads as seen")
+	}
+	if !p.sawPath(first) {
+		t.Fatal("a path captured before reads as unseen")
+	}
+	slot := func(s string) uint64 { return (maphash.String(p.printSeed, s) | 1) % pathSlots }
+	var rival string
+	for i := 0; rival == ""; i++ { // about pathSlots tries
+		if s := fmt.Sprintf("/kcs2/img/b%d.png", i); slot(s) == slot(first) {
+			rival = s
+		}
+	}
+	if p.sawPath(rival) {
+		t.Fatal("a new path sharing a slot reads as seen")
+	}
+	if p.sawPath(first) {
+		t.Error("a path whose slot another took reads as seen")
+	}
+	if !p.sawPath(first) {
+		t.Error("a path does not read as seen again after it got its slot back")
 	}
 }

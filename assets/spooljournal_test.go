@@ -1,7 +1,9 @@
 package assets
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -164,4 +166,23 @@ func TestCloseLeavesALargeBacklogInTheJournal(t *testing.T) {
 	p2.Run(context.Background())
 	t.Cleanup(func() { p2.Close() })
 	eventually(t, "every capture committed once", func() bool { return f.store.Stats().Count == n && p2.Backlog() == 0 })
+}
+
+// The spool meta's direct encoding is byte for byte json.Marshal's, and what needs escaping
+// goes through json.Marshal.
+func TestEncodeSpoolMetaIsJSONMarshal(t *testing.T) {
+	paths := []string{"/kcs2/img/common/common_main.png", "/kcs2/resources/ship/full/0001_1234.png?version=5", "", "/a b/c~d",
+		`/quote"d`, `/back\slash`, "/tab\tpath", "/日本語.png", "/<html>&", "/\x7f", "/bad\xffutf8"}
+	for _, path := range paths {
+		for _, enc := range []string{"", "gzip", "br"} {
+			m := spoolMeta{Path: path, Encoding: enc}
+			want, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := encodeSpoolMeta(m); !bytes.Equal(got, want) {
+				t.Errorf("encodeSpoolMeta(%+v) = %s, want %s", m, got, want)
+			}
+		}
+	}
 }

@@ -85,6 +85,7 @@ type Pipeline struct {
 	uploads    chan string   // ids of committed entries waiting for a worker
 	printSeed  maphash.Seed  // keys bodyPrint sums; made at random for each process
 	prints     printCache    // what recently seen bodies are, by their print
+	paths      *seenPaths    // the URL paths captured recently
 	captures   activity      // how fast captures start: busy or quiet
 	pace       *pacer        // holds uploads back while captures stream in
 	commitPace *pacer        // holds the journal's commits back likewise
@@ -138,6 +139,7 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 		commits:       make(chan finished, o.QueueSize),
 		uploads:       make(chan string, o.QueueSize),
 		printSeed:     maphash.MakeSeed(),
+		paths:         new(seenPaths),
 		inSpool:       make(map[spoolKey]struct{}),
 		shutdownDrain: shutdownDrain,
 		seen:          make(map[keyHash]struct{}),
