@@ -5,11 +5,13 @@
 #             failing if memory, goroutines or open files keep growing (bench/soak.sh)
 # make ab     the work tree's fusou-proxy against BENCH_A_REV's (default HEAD) and plain goproxy,
 #             many short alternating rounds (bench/ab.sh)
+# make duel   the work tree's fusou-proxy and BENCH_A_REV's under load at the same time: CPU per
+#             request, B against A (bench/duel.sh)
 # None of them runs in CI.
 
 SOAK_MINUTES ?= 30
 
-.PHONY: test bench soak ab
+.PHONY: test bench soak ab duel
 
 test:
 	go test -race ./...
@@ -22,3 +24,6 @@ soak:
 
 ab:
 	bash bench/ab.sh
+
+duel:
+	bash bench/duel.sh
