@@ -32,10 +32,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 build_tools # B: the work tree, in $WORK/bin
-mkdir -p "$WORK/src-a" "$WORK/bin-a"
-git -C "$REPO" archive "$A_REV" | tar -x -C "$WORK/src-a"
-(cd "$WORK/src-a" && go build -o "$WORK/bin-a/" ./cmd/fusou-proxy)
-log "A: fusou-proxy at $(git -C "$REPO" rev-parse --short "$A_REV"); B: $FUSOU_BUILT"
+build_a "$A_REV"
 make_certs
 make_assets
 start_nginx
@@ -57,20 +54,6 @@ variant() {
   esac
 }
 
-# settle BINARY CONFIG DATA CONTROL waits until the build has committed (or dropped) every
-# capture, then uploads what is pending with a forced retry pass.
-settle() {
-  local i m cap n
-  for ((i = 0; i < 1200; i++)); do
-    m=$(curl -sf --max-time 10 -H "Authorization: Bearer $(cat "$3/control.token")" "http://127.0.0.1:$4/metrics" |
-      grep -E '^fusou_captures_(total|committed_total|known_total|shed_total) ' || true)
-    cap=$(metric fusou_captures_total <<<"$m")
-    n=$(($(metric fusou_captures_committed_total <<<"$m") + $(metric fusou_captures_known_total <<<"$m") + $(metric fusou_captures_shed_total <<<"$m")))
-    ((n >= cap)) && break
-    sleep 0.5
-  done
-  timeout 600 "$1" --config "$2" retry --wait >/dev/null 2>&1 || log "retry --wait did not finish cleanly"
-}
 
 url() {
   if [ "$CASE" = same ]; then echo "https://$GAME_HOST/kcs2/img/same/asset.png"; else echo "https://$GAME_HOST/kcs2/img/d/$1/{n}.png"; fi
@@ -95,7 +78,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 print("round %s %s rps=%.0f p99_ms=%.2f cpu_us_per_req=%.0f" % (sys.argv[2], sys.argv[3], r["rps"], r["p99_ms"],
       (int(sys.argv[4]) / int(sys.argv[5]) * 1e6) / max(r["requests"], 1)))' "$WORK/loadgen.out" "$r" "$v" "$((c1 - c0))" "$CLK_TCK")
     echo "$line" | tee -a "$RESULTS"
-    [ "$bin" != - ] && settle "$bin" "$conf" "$data" "$ctl"
+    [ "$bin" != - ] && settle_copy "$bin" "$conf" "$data" "$ctl"
   done
 done
 

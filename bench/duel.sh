@@ -33,10 +33,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 build_tools # B: the work tree, in $WORK/bin
-mkdir -p "$WORK/src-a" "$WORK/bin-a"
-git -C "$REPO" archive "$A_REV" | tar -x -C "$WORK/src-a"
-(cd "$WORK/src-a" && go build -o "$WORK/bin-a/" ./cmd/fusou-proxy)
-log "A: fusou-proxy at $(git -C "$REPO" rev-parse --short "$A_REV"); B: $FUSOU_BUILT"
+build_a "$A_REV"
 make_certs
 make_assets
 start_nginx
@@ -46,22 +43,6 @@ start_fusou_copy a "$WORK/bin-a/fusou-proxy"
 A_PORT=$COPY_PORT A_CTL=$COPY_CTL A_PID=$COPY_PID
 start_fusou_copy b "$WORK/bin/fusou-proxy"
 B_PORT=$COPY_PORT B_CTL=$COPY_CTL B_PID=$COPY_PID
-
-# settle NAME CONTROL BINARY waits until copy NAME has committed (or dropped) every capture,
-# then uploads what is pending with a forced retry pass.
-settle() {
-  local i m cap n tok
-  tok=$(cat "$WORK/$1-data/control.token")
-  for ((i = 0; i < 1200; i++)); do
-    m=$(curl -sf --max-time 10 -H "Authorization: Bearer $tok" "http://127.0.0.1:$2/metrics" |
-      grep -E '^fusou_captures_(total|committed_total|known_total|shed_total) ' || true)
-    cap=$(metric fusou_captures_total <<<"$m")
-    n=$(($(metric fusou_captures_committed_total <<<"$m") + $(metric fusou_captures_known_total <<<"$m") + $(metric fusou_captures_shed_total <<<"$m")))
-    ((n >= cap)) && break
-    sleep 0.5
-  done
-  timeout 600 "$3" --config "$WORK/$1.toml" retry --wait >/dev/null 2>&1 || log "retry --wait on $1 did not finish cleanly"
-}
 
 # load NAME PORT ROUND sends new assets through copy NAME for one round.
 load() {
@@ -93,9 +74,9 @@ cb = int(tb) / int(hz) * 1e6 / max(b["requests"], 1)
 print("round %s A rps=%.0f cpu_us_per_req=%.0f B rps=%.0f cpu_us_per_req=%.0f B/A cpu=%.3f rps=%.3f" % (
     r, a["rps"], ca, b["rps"], cb, cb / ca, b["rps"] / a["rps"]))
 EOF
-  settle a "$A_CTL" "$WORK/bin-a/fusou-proxy" &
+  settle_copy "$WORK/bin-a/fusou-proxy" "$WORK/a.toml" "$WORK/a-data" "$A_CTL" &
   sa=$!
-  settle b "$B_CTL" "$WORK/bin/fusou-proxy" &
+  settle_copy "$WORK/bin/fusou-proxy" "$WORK/b.toml" "$WORK/b-data" "$B_CTL" &
   sb=$!
   wait "$sa" "$sb"
 done

@@ -262,6 +262,31 @@ start_fusou_copy() {
     "$bin" --config "$WORK/$name.toml" session set >/dev/null
 }
 
+# build_a REV builds fusou-proxy at git revision REV (from git archive) into $WORK/bin-a, the
+# build A that bench/ab.sh and bench/duel.sh set against the work tree's.
+build_a() {
+  mkdir -p "$WORK/src-a" "$WORK/bin-a"
+  git -C "$REPO" archive "$1" | tar -x -C "$WORK/src-a"
+  (cd "$WORK/src-a" && go build -o "$WORK/bin-a/" ./cmd/fusou-proxy)
+  log "A: fusou-proxy at $(git -C "$REPO" rev-parse --short "$1"); B: $FUSOU_BUILT"
+}
+
+# settle_copy BINARY CONFIG DATA CONTROL waits until a fusou-proxy started with start_fusou_copy
+# (or start_fusou) has committed (or dropped) every capture, then uploads what is pending with a
+# forced retry pass.
+settle_copy() {
+  local i m cap n
+  for ((i = 0; i < 1200; i++)); do
+    m=$(curl -sf --max-time 10 -H "Authorization: Bearer $(cat "$3/control.token")" "http://127.0.0.1:$4/metrics" |
+      grep -E '^fusou_captures_(total|committed_total|known_total|shed_total) ' || true)
+    cap=$(metric fusou_captures_total <<<"$m")
+    n=$(($(metric fusou_captures_committed_total <<<"$m") + $(metric fusou_captures_known_total <<<"$m") + $(metric fusou_captures_shed_total <<<"$m")))
+    ((n >= cap)) && break
+    sleep 0.5
+  done
+  timeout 600 "$1" --config "$2" retry --wait >/dev/null 2>&1 || log "retry --wait did not finish cleanly"
+}
+
 # start_goproxy starts bench/goproxy-plain MITMing GAME_HOST with the script's goproxy CA,
 # dialling nginx and verifying it; sets GP_PORT and GP_PID.
 start_goproxy() {
