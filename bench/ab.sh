@@ -26,18 +26,7 @@ DURATION=${BENCH_DURATION:-5s}
 CONNS=${BENCH_CONNS:-16}
 CLK_TCK=$(getconf CLK_TCK)
 
-need_pkgs nginx:nginx openssl:openssl curl:curl python3:python3
-WORK=$(mktemp -d /tmp/fusou-ab.XXXXXX)
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-build_tools # B: the work tree, in $WORK/bin
-build_a "$A_REV"
-make_certs
-make_assets
-start_nginx
-start_sink
-start_fusou
+stage_two_builds ab "$A_REV"
 
 # Build A: the same configuration on its own ports and data folder.
 start_fusou_copy a "$WORK/bin-a/fusou-proxy"

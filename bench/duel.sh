@@ -27,18 +27,7 @@ DURATION=${BENCH_DURATION:-6s}
 CONNS=${BENCH_CONNS:-8}
 CLK_TCK=$(getconf CLK_TCK)
 
-need_pkgs nginx:nginx openssl:openssl curl:curl python3:python3
-WORK=$(mktemp -d /tmp/fusou-duel.XXXXXX)
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-build_tools # B: the work tree, in $WORK/bin
-build_a "$A_REV"
-make_certs
-make_assets
-start_nginx
-start_sink
-start_fusou # the configuration the two copies share; it takes no load itself
+stage_two_builds duel "$A_REV" # start_fusou takes no load itself: the two copies share its configuration
 start_fusou_copy a "$WORK/bin-a/fusou-proxy"
 A_PORT=$COPY_PORT A_CTL=$COPY_CTL A_PID=$COPY_PID
 start_fusou_copy b "$WORK/bin/fusou-proxy"

@@ -1,6 +1,8 @@
 # shellcheck shell=bash
-# Shared parts of bench/run.sh and bench/soak.sh: packages, certificates, the nginx "game
-# server", the fake FUSOU API, fusou-proxy and per-process measurements. Sourced, not run.
+# shellcheck disable=SC2119,SC2120 # start_sink and start_fusou take optional arguments
+# Shared parts of bench/run.sh, bench/soak.sh, bench/ab.sh and bench/duel.sh: packages,
+# certificates, the nginx "game server", the fake FUSOU API, fusou-proxy and per-process
+# measurements. Sourced, not run.
 # Everything listens on 127.0.0.1 and talks only to 127.0.0.1.
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -262,13 +264,25 @@ start_fusou_copy() {
     "$bin" --config "$WORK/$name.toml" session set >/dev/null
 }
 
-# build_a REV builds fusou-proxy at git revision REV (from git archive) into $WORK/bin-a, the
-# build A that bench/ab.sh and bench/duel.sh set against the work tree's.
-build_a() {
+# stage_two_builds NAME REV is how bench/ab.sh and bench/duel.sh begin: it makes $WORK
+# (/tmp/fusou-NAME.*, removed on exit), builds the work tree's fusou-proxy (build B, $WORK/bin)
+# and git revision REV's (build A, $WORK/bin-a, from git archive), and starts nginx, the API
+# fake and start_fusou.
+stage_two_builds() {
+  need_pkgs nginx:nginx openssl:openssl curl:curl python3:python3
+  WORK=$(mktemp -d "/tmp/fusou-$1.XXXXXX")
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  build_tools
   mkdir -p "$WORK/src-a" "$WORK/bin-a"
-  git -C "$REPO" archive "$1" | tar -x -C "$WORK/src-a"
+  git -C "$REPO" archive "$2" | tar -x -C "$WORK/src-a"
   (cd "$WORK/src-a" && go build -o "$WORK/bin-a/" ./cmd/fusou-proxy)
-  log "A: fusou-proxy at $(git -C "$REPO" rev-parse --short "$1"); B: $FUSOU_BUILT"
+  log "A: fusou-proxy at $(git -C "$REPO" rev-parse --short "$2"); B: $FUSOU_BUILT"
+  make_certs
+  make_assets
+  start_nginx
+  start_sink
+  start_fusou
 }
 
 # settle_copy BINARY CONFIG DATA CONTROL waits until a fusou-proxy started with start_fusou_copy
