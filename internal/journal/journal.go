@@ -15,10 +15,11 @@
 // A record stays until it is released; a segment file whose records are all released is removed.
 // Open replays the records a previous run left unreleased.
 //
-// A record starts at a block boundary: a 16-byte header (magic, meta length, body length, CRC-32C
-// of meta and body), the meta, zeros up to a multiple of HeadRoom, the body, and zeros up to the
-// next block. (Records of the first format, FSJ1, follow one another with no padding; Open still
-// replays them.) Replay stops at the first record of a segment that is short, zero or fails its
+// A record starts at a block boundary: a 16-byte header (magic, meta length, body length,
+// checksum of meta and body), the meta, zeros up to a multiple of HeadRoom, the body, and zeros
+// up to the next block. The checksum is the low 32 bits of XXH3, which costs half what CRC-32C
+// does on a 50 KB body. (Open still replays the two earlier formats an older build may leave:
+// FSJ2, the same layout with CRC-32C, and FSJ1, records one after another with no padding.) Replay stops at the first record of a segment that is short, zero or fails its
 // checksum: the end of what was written, a write cut off by a crash, or pages a power loss never
 // wrote. The journal is not fsync'd: it is safe against the process dying at any
 // moment, not against the machine losing power before the records are committed elsewhere.
@@ -39,6 +40,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/zeebo/xxh3"
 )
 
 const (
@@ -69,8 +72,9 @@ const (
 )
 
 var (
-	magic      = [4]byte{'F', 'S', 'J', '2'}
-	magicV1    = [4]byte{'F', 'S', 'J', '1'}
+	magic      = [4]byte{'F', 'S', 'J', '3'}
+	magicV2    = [4]byte{'F', 'S', 'J', '2'} // CRC-32C
+	magicV1    = [4]byte{'F', 'S', 'J', '1'} // CRC-32C, no padding
 	castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 	// ErrClosed is returned by Append after Close.
@@ -270,8 +274,9 @@ func (j *Journal) replay(path string) (*segment, []*Record, int64, error) {
 		if hdr == [headerSize]byte{} { // the zeros after the last write
 			break
 		}
-		v1 := [4]byte(hdr[:4]) == magicV1
-		if [4]byte(hdr[:4]) != magic && !v1 || metaLen > MaxMeta || bodyLen > MaxBody {
+		format := [4]byte(hdr[:4])
+		v1 := format == magicV1
+		if format != magic && format != magicV2 && !v1 || metaLen > MaxMeta || bodyLen > MaxBody {
 			damaged = headerSize
 			break
 		}
@@ -292,7 +297,7 @@ func (j *Journal) replay(path string) (*segment, []*Record, int64, error) {
 		if _, err := io.ReadFull(br, body); err != nil {
 			break
 		}
-		if crc32.Update(crc32.Checksum(meta, castagnoli), castagnoli, body) != binary.LittleEndian.Uint32(hdr[12:]) {
+		if checksum(format, meta, body) != binary.LittleEndian.Uint32(hdr[12:]) {
 			break
 		}
 		if _, err := br.Discard(int(r.span) - r.headLen - bodyLen); err != nil {
@@ -328,7 +333,7 @@ func (j *Journal) Append(meta, frame []byte, done func()) (*Record, error) {
 	copy(q.hdr[:], magic[:])
 	binary.LittleEndian.PutUint32(q.hdr[4:], uint32(len(meta)))
 	binary.LittleEndian.PutUint32(q.hdr[8:], uint32(len(body)))
-	binary.LittleEndian.PutUint32(q.hdr[12:], crc32.Update(crc32.Checksum(meta, castagnoli), castagnoli, body))
+	binary.LittleEndian.PutUint32(q.hdr[12:], checksum(magic, meta, body))
 	r := newRecord(j, meta, len(body))
 	q.r = r
 
@@ -365,6 +370,14 @@ func (j *Journal) Append(meta, frame []byte, done func()) (*Record, error) {
 	default:
 	}
 	return r, nil
+}
+
+// checksum returns the header's checksum of meta and body in the given record format.
+func checksum(format [4]byte, meta, body []byte) uint32 {
+	if format == magic {
+		return uint32(xxh3.HashSeed(body, xxh3.Hash(meta)))
+	}
+	return crc32.Update(crc32.Checksum(meta, castagnoli), castagnoli, body)
 }
 
 func (j *Journal) takeSeqLocked() uint64 {

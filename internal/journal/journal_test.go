@@ -435,6 +435,50 @@ func TestReplaysFirstFormat(t *testing.T) {
 	}
 }
 
+// A segment of the second format (the layout of today, with CRC-32C for its checksum) left by
+// an older build is replayed, and a record whose CRC does not match ends it; a new record is
+// written in the current format, with the XXH3 checksum.
+func TestReplaysSecondFormat(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _ := mustOpen(t, dir)
+	var offs []int64
+	for i := range 3 {
+		r, err := j.Append(meta(i), frame(body(i)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		offs = append(offs, r.off)
+	}
+	j.Close()
+	path := segments(t, dir)[0]
+	seg, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, off := range offs {
+		hdr := seg[off : off+headerSize]
+		if [4]byte(hdr[:4]) != magic || binary.LittleEndian.Uint32(hdr[12:]) != checksum(magic, meta(i), body(i)) {
+			t.Fatalf("record %d header %x: want FSJ3 with the XXH3 checksum", i, hdr)
+		}
+		copy(hdr, magicV2[:])
+		sum := crc32.Update(crc32.Checksum(meta(i), castagnoli), castagnoli, body(i))
+		if i == 2 {
+			sum++ // damaged: replay ends before it
+		}
+		binary.LittleEndian.PutUint32(hdr[12:], sum)
+	}
+	if err := os.WriteFile(path, seg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, recs, dropped := mustOpen(t, dir)
+	if len(recs) != 2 || dropped <= 0 {
+		t.Fatalf("replayed %d records, dropped %d bytes; want 2 and the third dropped", len(recs), dropped)
+	}
+	for i, r := range recs {
+		checkRecord(t, r, i)
+	}
+}
+
 // Append keeps the body, not a copy, until it is written: done comes once, after the write, and
 // the caller may then reuse the bytes.
 func TestDoneHandsTheBodyBack(t *testing.T) {
