@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -77,7 +76,7 @@ type Index struct {
 	refreshMu sync.Mutex // serialises Refresh, and with it writes of the file
 
 	mu          sync.RWMutex // guards the fields below
-	entries     map[string]indexEntry
+	entries     *keyTable
 	since       int64     // the server's snapshotUpperMs of the last listing
 	lastRefresh time.Time // the last refresh tried; zero if none
 	// addedDuring holds what Add recorded while a refresh's request was out, nil otherwise:
@@ -101,7 +100,7 @@ func OpenIndex(o IndexOptions) (*Index, error) {
 		minInterval: orDefault(o.MinInterval, DefaultIndexMinInterval),
 		now:         o.Now,
 		log:         o.Logger,
-		entries:     make(map[string]indexEntry),
+		entries:     newKeyTable(0),
 	}
 	if o.Endpoint != "" {
 		ep, err := parseEndpoint(o.Endpoint)
@@ -138,8 +137,7 @@ func OpenIndex(o IndexOptions) (*Index, error) {
 func (ix *Index) Known(key, hash string) bool {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	e, ok := ix.entries[key]
-	return ok && hash != "" && e.hash == hash
+	return hash != "" && ix.entries.has(key, hash)
 }
 
 // Add records that the server now stores key with hash, after an upload
@@ -147,10 +145,9 @@ func (ix *Index) Known(key, hash string) bool {
 func (ix *Index) Add(key, hash string, size int64) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	e := indexEntry{hash: hash, size: size}
-	ix.entries[key] = e
+	ix.entries.set(key, hash, size)
 	if ix.addedDuring != nil {
-		ix.addedDuring[key] = e
+		ix.addedDuring[key] = indexEntry{hash: hash, size: size}
 	}
 }
 
@@ -158,7 +155,7 @@ func (ix *Index) Add(key, hash string, size int64) {
 func (ix *Index) Len() int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	return len(ix.entries)
+	return ix.entries.len()
 }
 
 // Cursor returns the since value of the next refresh (the server's
@@ -274,26 +271,28 @@ func (ix *Index) merge(ans *keysAnswer, full bool) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if full {
-		ix.entries = make(map[string]indexEntry, len(ans.Items))
+		ix.entries = newKeyTable(len(ans.Items))
 	}
 	for _, it := range ans.Items {
 		if it.Key == "" {
 			continue
 		}
-		e := indexEntry{size: it.Size}
+		var hash string
 		if it.ContentHash != nil {
-			e.hash = strings.ToLower(*it.ContentHash)
+			hash = strings.ToLower(*it.ContentHash)
 		}
-		ix.entries[it.Key] = e
+		ix.entries.set(it.Key, hash, it.Size)
 	}
 	// Older servers list keys without items: known keys, unknown hashes.
 	for _, k := range ans.Keys {
-		if _, ok := ix.entries[k]; !ok && k != "" {
-			ix.entries[k] = indexEntry{}
+		if k != "" && !ix.entries.contains(k) {
+			ix.entries.set(k, "", 0)
 		}
 	}
 	// Uploads that succeeded while the request was out are newer than the listing.
-	maps.Copy(ix.entries, ix.addedDuring)
+	for k, e := range ix.addedDuring {
+		ix.entries.set(k, e.hash, e.size)
+	}
 	switch {
 	case ans.SnapshotUpperMs > 0:
 		ix.since = ans.SnapshotUpperMs
@@ -338,7 +337,7 @@ func (ix *Index) load() error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	for _, it := range f.Items {
-		ix.entries[it.Key] = indexEntry{hash: it.ContentHash, size: it.Size}
+		ix.entries.set(it.Key, it.ContentHash, it.Size)
 	}
 	ix.since = f.Since
 	if f.RefreshedAt > 0 {
@@ -350,13 +349,13 @@ func (ix *Index) load() error {
 // save writes the index to its file atomically; refreshMu must be held.
 func (ix *Index) save() error {
 	ix.mu.RLock()
-	f := indexFile{Version: indexFileVersion, Since: ix.since, Items: make([]indexFileItem, 0, len(ix.entries))}
+	f := indexFile{Version: indexFileVersion, Since: ix.since, Items: make([]indexFileItem, 0, ix.entries.len())}
 	if !ix.lastRefresh.IsZero() {
 		f.RefreshedAt = ix.lastRefresh.UnixMilli()
 	}
-	for k, e := range ix.entries {
-		f.Items = append(f.Items, indexFileItem{Key: k, ContentHash: e.hash, Size: e.size})
-	}
+	ix.entries.each(func(key, hash string, size int64) {
+		f.Items = append(f.Items, indexFileItem{Key: key, ContentHash: hash, Size: size})
+	})
 	ix.mu.RUnlock()
 	slices.SortFunc(f.Items, func(a, b indexFileItem) int { return strings.Compare(a.Key, b.Key) })
 	b, err := json.Marshal(f)
