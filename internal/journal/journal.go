@@ -19,10 +19,11 @@
 // checksum of meta and body), the meta, zeros up to a multiple of HeadRoom, the body, and zeros
 // up to the next block. The checksum is the low 32 bits of XXH3, which costs half what CRC-32C
 // does on a 50 KB body. (Open still replays the two earlier formats an older build may leave:
-// FSJ2, the same layout with CRC-32C, and FSJ1, records one after another with no padding.) Replay stops at the first record of a segment that is short, zero or fails its
-// checksum: the end of what was written, a write cut off by a crash, or pages a power loss never
-// wrote. The journal is not fsync'd: it is safe against the process dying at any
-// moment, not against the machine losing power before the records are committed elsewhere.
+// FSJ2, the same layout with CRC-32C, and FSJ1, records one after another with no padding.)
+// Replay stops at the first record of a segment that is short, zero or fails its checksum: the
+// end of what was written, a write cut off by a crash, or pages a power loss never wrote. The
+// journal is not fsync'd: it is safe against the process dying at any moment, not against the
+// machine losing power before the records are committed elsewhere.
 package journal
 
 import (
