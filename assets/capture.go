@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zeebo/xxh3"
 	"go.uber.org/zap"
 
 	"github.com/fusou-proxy/fusou-proxy/internal/journal"
@@ -411,13 +412,16 @@ type finished struct {
 }
 
 // bodyPrint identifies a body as it came over the wire, cheaply: its encoding, its size and
-// a 64-bit maphash of its bytes under a seed made at random for each process. Two different
-// bodies share a print with a chance of about 2^-64, and nobody outside the process can
-// aim for that, as the seed never leaves it.
+// the 128-bit XXH3 of its bytes under a seed made at random for each process. Two different
+// bodies share a print with a chance of about 2^-128. XXH3 takes 1.3 µs for 50 KB where the
+// 64-bit maphash it replaced took 6, on the client's path of every repeated asset. Unlike
+// maphash it is not built to resist bodies crafted to collide; only the game's servers choose
+// the bodies, over verified TLS, and a server that wanted the archive to hold other bytes
+// could send those instead.
 type bodyPrint struct {
 	encoding string
 	size     int64
-	sum      uint64
+	sum      xxh3.Uint128
 }
 
 // assetID is what a body is as an asset: the SHA-256 and size of its decoded bytes.
@@ -439,7 +443,7 @@ type printCache struct {
 
 // printOf returns the print of body as it came over the wire.
 func (p *Pipeline) printOf(encoding string, body []byte) bodyPrint {
-	return bodyPrint{encoding: encoding, size: int64(len(body)), sum: maphash.Bytes(p.printSeed, body)}
+	return bodyPrint{encoding: encoding, size: int64(len(body)), sum: xxh3.Hash128Seed(body, p.bodySeed)}
 }
 
 // pathSlots sizes the table of recently captured paths: twice the print cache's bound.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -83,7 +84,8 @@ type Pipeline struct {
 	spares     chan *os.File // empty spool files ready for captures
 	commits    chan finished // completed captures waiting for their commit
 	uploads    chan string   // ids of committed entries waiting for a worker
-	printSeed  maphash.Seed  // keys bodyPrint sums; made at random for each process
+	printSeed  maphash.Seed  // keys the recently captured paths; made at random for each process
+	bodySeed   uint64        // seeds bodyPrint sums; made at random for each process
 	prints     printCache    // what recently seen bodies are, by their print
 	paths      *seenPaths    // the URL paths captured recently
 	captures   activity      // how fast captures start: busy or quiet
@@ -139,6 +141,7 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 		commits:       make(chan finished, o.QueueSize),
 		uploads:       make(chan string, o.QueueSize),
 		printSeed:     maphash.MakeSeed(),
+		bodySeed:      rand.Uint64(),
 		paths:         new(seenPaths),
 		inSpool:       make(map[spoolKey]struct{}),
 		shutdownDrain: shutdownDrain,
