@@ -31,7 +31,7 @@ func TestJournalReplayedAfterRestart(t *testing.T) {
 	if c := f.store.Stats().Count; c != 0 {
 		t.Fatalf("%d entries committed with no drainer running", c)
 	}
-	// The writer has written them (about a millisecond after each capture); then the process
+	// The writer has written them (10 to 20 ms after each capture); then the process
 	// dies: no Close. A new pipeline on the same folders takes over.
 	f.p.backlogMu.Lock()
 	waiting := append([]finished(nil), f.p.backlog.items[f.p.backlog.head:]...)
