@@ -9,8 +9,9 @@ import (
 // the keys and hashes are bytes in one arena, the entries a slice of offsets, and the lookup a
 // map from a 64-bit hash of the key to the first entry of its chain. The index holds every key
 // the server stores (hundreds of thousands), and as a map of strings it made every garbage
-// collection mark two strings per key: 50 to 90 ms of CPU a cycle with 355,000 keys. Here the
-// collector sees three objects whatever the count. Not safe for concurrent use.
+// collection mark two strings per key: 24 ms on both cores per collection with 355,000 keys,
+// against 0.8 ms for this table (BenchmarkIndexGC). Here the collector sees three objects
+// whatever the count. Not safe for concurrent use.
 type keyTable struct {
 	sum     func(key string) uint64 // maphash.String with a seed of its own; tests swap it
 	heads   map[uint64]uint32       // key hash -> entries index + 1 of the chain's first entry
