@@ -459,7 +459,7 @@ type seenPaths [pathSlots]atomic.Uint64
 
 // sawPath reports whether urlPath was captured before (recently), and remembers it.
 func (p *Pipeline) sawPath(urlPath string) bool {
-	h := maphash.String(p.printSeed, urlPath) | 1 // 0 marks an empty slot
+	h := maphash.String(p.pathSeed, urlPath) | 1 // 0 marks an empty slot
 	slot := &p.paths[h%pathSlots]
 	if slot.Load() == h {
 		return true

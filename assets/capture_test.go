@@ -190,7 +190,7 @@ func TestSawPath(t *testing.T) {
 	if !p.sawPath(first) {
 		t.Fatal("a path captured before reads as unseen")
 	}
-	slot := func(s string) uint64 { return (maphash.String(p.printSeed, s) | 1) % pathSlots }
+	slot := func(s string) uint64 { return (maphash.String(p.pathSeed, s) | 1) % pathSlots }
 	var rival string
 	for i := 0; rival == ""; i++ { // about pathSlots tries
 		if s := fmt.Sprintf("/kcs2/img/b%d.png", i); slot(s) == slot(first) {

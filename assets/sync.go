@@ -84,7 +84,7 @@ type Pipeline struct {
 	spares     chan *os.File // empty spool files ready for captures
 	commits    chan finished // completed captures waiting for their commit
 	uploads    chan string   // ids of committed entries waiting for a worker
-	printSeed  maphash.Seed  // keys the recently captured paths; made at random for each process
+	pathSeed   maphash.Seed  // keys the recently captured paths; made at random for each process
 	bodySeed   uint64        // seeds bodyPrint sums; made at random for each process
 	prints     printCache    // what recently seen bodies are, by their print
 	paths      *seenPaths    // the URL paths captured recently
@@ -140,7 +140,7 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 		spares:        make(chan *os.File, spareSpools),
 		commits:       make(chan finished, o.QueueSize),
 		uploads:       make(chan string, o.QueueSize),
-		printSeed:     maphash.MakeSeed(),
+		pathSeed:      maphash.MakeSeed(),
 		bodySeed:      rand.Uint64(),
 		paths:         new(seenPaths),
 		inSpool:       make(map[spoolKey]struct{}),
