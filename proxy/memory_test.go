@@ -77,7 +77,7 @@ type memReport struct {
 // its CA, the pipeline and the pending store in a subprocess, so that only their memory
 // counts. Run it with
 //
-//	go test -run TestMemoryStreaming2GB -memtest -v ./proxy/
+//	go test -run TestMemoryStreaming2GB -v ./proxy/ -args -memtest
 func TestMemoryStreaming2GB(t *testing.T) {
 	if !*memTest {
 		t.Skip("needs -memtest")
