@@ -71,11 +71,62 @@ type spoolKey struct {
 	urlPath string
 }
 
-// backlog is the journal's captures waiting for a drainer, oldest first.
+// backlog is the journal's captures waiting for a drainer, oldest first, in a list of blocks
+// rather than one slice: a flood leaves tens of thousands waiting, and a slice that grew by
+// doubling copied them all into fresh memory at each step (1.1 µs of every new asset in a
+// flood's profile, most of it page faults). Its fields are guarded by Pipeline.backlogMu.
 type backlog struct {
-	ready chan struct{} // signalled when an item is pushed
-	items []finished    // guarded by Pipeline.backlogMu
-	head  int
+	ready      chan struct{} // signalled when an item is pushed
+	head, tail *backlogBlock // nil when empty
+	spare      *backlogBlock // an emptied block, kept for the next one needed
+	n          int
+}
+
+const backlogBlockLen = 512
+
+type backlogBlock struct {
+	items       [backlogBlockLen]finished
+	read, write int
+	next        *backlogBlock
+}
+
+func (b *backlog) push(c finished) {
+	if b.tail == nil || b.tail.write == backlogBlockLen {
+		blk := b.spare
+		if blk == nil {
+			blk = new(backlogBlock)
+		}
+		b.spare = nil
+		if b.tail == nil {
+			b.head = blk
+		} else {
+			b.tail.next = blk
+		}
+		b.tail = blk
+	}
+	b.tail.items[b.tail.write] = c
+	b.tail.write++
+	b.n++
+}
+
+func (b *backlog) pop() (finished, bool) {
+	blk := b.head
+	if blk == nil || blk.read == blk.write {
+		return finished{}, false
+	}
+	c := blk.items[blk.read]
+	blk.items[blk.read] = finished{} // the journal record and strings go with the commit
+	blk.read++
+	b.n--
+	if blk.read == blk.write { // used up: only the tail block is ever short
+		b.head = blk.next
+		if b.head == nil {
+			b.tail = nil
+		}
+		blk.read, blk.write, blk.next = 0, 0, nil
+		b.spare = blk
+	}
+	return c, true
 }
 
 // openJournal opens the spool journal and queues what an earlier run left in it.
@@ -135,7 +186,7 @@ func (p *Pipeline) journalCapture(c finished, bufp *[]byte, frame []byte) (taken
 
 func (p *Pipeline) pushBacklog(c finished) {
 	p.backlogMu.Lock()
-	p.backlog.items = append(p.backlog.items, c)
+	p.backlog.push(c)
 	if c.print.size > 0 {
 		p.inSpool[spoolKey{c.print, c.urlPath}] = struct{}{}
 	}
@@ -151,31 +202,21 @@ func (p *Pipeline) popBacklog() (finished, bool) {
 	p.backlogMu.Lock()
 	defer p.backlogMu.Unlock()
 	b := &p.backlog
-	if b.head == len(b.items) {
-		return finished{}, false
-	}
-	c := b.items[b.head]
-	b.items[b.head] = finished{}
-	b.head++
-	if b.head == len(b.items) { // empty: reuse the array from the start
-		b.items, b.head = b.items[:0], 0
-	} else if b.head > 4096 && b.head*2 > len(b.items) {
-		b.items, b.head = append(b.items[:0:0], b.items[b.head:]...), 0
-	}
-	if len(b.items) > b.head { // let another drainer see the rest
+	c, ok := b.pop()
+	if ok && b.n > 0 { // let another drainer see the rest
 		select {
 		case b.ready <- struct{}{}:
 		default:
 		}
 	}
-	return c, true
+	return c, ok
 }
 
 // Backlog returns the number of captures waiting in the journal for their commit.
 func (p *Pipeline) Backlog() int {
 	p.backlogMu.Lock()
 	defer p.backlogMu.Unlock()
-	return len(p.backlog.items) - p.backlog.head
+	return p.backlog.n
 }
 
 // drainer commits the journal's captures, paced while captures stream in. At shutdown it goes

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestJournalReplayedAfterRestart(t *testing.T) {
 	// The writer has written them (10 to 20 ms after each capture); then the process
 	// dies: no Close. A new pipeline on the same folders takes over.
 	f.p.backlogMu.Lock()
-	waiting := append([]finished(nil), f.p.backlog.items[f.p.backlog.head:]...)
+	waiting := backlogItems(&f.p.backlog)
 	f.p.backlogMu.Unlock()
 	for _, c := range waiting {
 		if err := c.rec.Flushed(); err != nil {
@@ -184,5 +185,61 @@ func TestEncodeSpoolMetaIsJSONMarshal(t *testing.T) {
 				t.Errorf("encodeSpoolMeta(%+v) = %s, want %s", m, got, want)
 			}
 		}
+	}
+}
+
+// backlogItems returns what waits in b, oldest first.
+func backlogItems(b *backlog) []finished {
+	var out []finished
+	for blk := b.head; blk != nil; blk = blk.next {
+		out = append(out, blk.items[blk.read:blk.write]...)
+	}
+	return out
+}
+
+// The backlog hands captures out in the order they came, across its blocks, whatever the mix
+// of pushes and pops, and allocates a block per 512 captures at most, reusing one it emptied.
+func TestBacklogIsFIFOAcrossBlocks(t *testing.T) {
+	var b backlog
+	next, want := 0, 0
+	pop := func() {
+		t.Helper()
+		c, ok := b.pop()
+		if !ok || c.size != int64(want) {
+			t.Fatalf("pop = %d, %v; want %d", c.size, ok, want)
+		}
+		want++
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20_000 {
+		if rng.IntN(3) > 0 || b.n == 0 { // grows over time, across many blocks
+			b.push(finished{size: int64(next)})
+			next++
+		} else {
+			pop()
+		}
+		if b.n != next-want {
+			t.Fatalf("n = %d, want %d", b.n, next-want)
+		}
+	}
+	if got := len(backlogItems(&b)); got != b.n {
+		t.Fatalf("%d items in the blocks, n = %d", got, b.n)
+	}
+	for b.n > 0 {
+		pop()
+	}
+	if _, ok := b.pop(); ok || b.head != nil || b.tail != nil {
+		t.Fatal("an empty backlog handed something out or kept blocks in its list")
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		for i := range 3 * backlogBlockLen {
+			b.push(finished{size: int64(i)})
+		}
+		for range 3 * backlogBlockLen {
+			b.pop()
+		}
+	})
+	if allocs > 2 { // three blocks in use: the spare and two new ones
+		t.Fatalf("%.1f allocations for a burst of three blocks", allocs)
 	}
 }
