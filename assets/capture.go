@@ -44,8 +44,8 @@ const (
 var bufferPools [5]sync.Pool
 
 // hugeBuffers is where buffers for bodies of up to 256 KiB come from first: memory in huge
-// pages, from which the journal's O_DIRECT writes cost the kernel a third of what they cost
-// from the Go heap (package hugebuf). It holds hugeArenaSize at most, resident once used:
+// pages, from which the journal's O_DIRECT writes cost the kernel under half of what they
+// cost from the Go heap (package hugebuf). It holds hugeArenaSize at most, resident once used:
 // a flood of new 50 KB assets at 16 connections keeps about 120 buffers (8 MiB) in use.
 // Past it, and on systems without it, buffers come from the pools.
 var hugeBuffers = sync.OnceValue(func() *hugebuf.Arena {

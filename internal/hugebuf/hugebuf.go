@@ -4,7 +4,7 @@
 // A buffer there is physically contiguous inside its 2 MiB page. An O_DIRECT write from it pins
 // one page where a Go heap buffer of 64 KiB pins sixteen, and its block request carries one
 // segment where it carried one per 4 KiB page. On the test machine that cut the kernel's CPU
-// for a journal write of 50 KB from 4.5 to 1.7 µs (docs/bench/proxy-pipeline.md, seventh pass).
+// for a journal write of 50 KB from about 9 to about 4 µs (docs/bench/proxy-pipeline.md, seventh pass).
 //
 // An Arena never returns memory to the system: its pages stay resident once used, up to the
 // size given to New. Where the mapping cannot be made (a system other than Linux, or mmap
