@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,14 +119,14 @@ type Spool struct {
 }
 
 // Start is the proxy's hook (proxy.Sink): it applies the asset rules the proxy does not know
-// (asset_sync.enable, asset_skip_extensions, the encodings it can undo) and begins a capture.
+// (asset_sync.enable, asset_extensions, the encodings it can undo) and begins a capture.
 // It returns nil to decline.
 func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Spool {
 	if p.closed.Load() || !p.settings.Load().Enable {
 		return nil
 	}
 	p.captures.busy()
-	if p.skipExtension(req.URL.Path) {
+	if !p.extensionAllowed(req.URL.Path) {
 		p.stats.skipped.Add(1)
 		return nil
 	}
@@ -147,14 +148,11 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Spool {
 	return &Spool{p: p, urlPath: req.URL.Path, encoding: enc, bufp: bufp, buf: bodyOf(bufp), grows: cl <= maxMemoryBody}
 }
 
-func (p *Pipeline) skipExtension(urlPath string) bool {
+// extensionAllowed reports whether the extension of urlPath's last segment is in
+// asset_extensions.
+func (p *Pipeline) extensionAllowed(urlPath string) bool {
 	ext := strings.ToLower(strings.TrimPrefix(path.Ext(urlPath), "."))
-	for _, skip := range p.settings.Load().SkipExtensions {
-		if ext == skip {
-			return true
-		}
-	}
-	return false
+	return ext != "" && slices.Contains(p.settings.Load().Extensions, ext)
 }
 
 // Write copies b to the buffer, or to the spool file once the body outgrows the buffer. An

@@ -50,6 +50,14 @@ const MaxRetryAfter = time.Hour
 var (
 	// ErrNoSession: no session is set, so no request was sent.
 	ErrNoSession = errors.New("no session")
+	// ErrSessionExpired: the session's access token has expired (and could not be
+	// refreshed), so no request was sent.
+	ErrSessionExpired = errors.New("session expired")
+	// ErrNoDatasetToken: the session has no dataset token, which the server requires of
+	// every upload, so no request was sent.
+	ErrNoDatasetToken = errors.New("no dataset token")
+	// ErrDatasetExpired: the session's dataset token has expired, so no request was sent.
+	ErrDatasetExpired = errors.New("dataset token expired")
 	// ErrBadAnswer: the server answered 2xx with a body the client cannot
 	// use (not the JSON it should be, or missing fields).
 	ErrBadAnswer = errors.New("unusable answer from server")
@@ -83,7 +91,8 @@ func Classify(status int, err error) Class {
 	switch {
 	case err != nil:
 		switch {
-		case errors.Is(err, ErrNoSession):
+		case errors.Is(err, ErrNoSession), errors.Is(err, ErrSessionExpired),
+			errors.Is(err, ErrNoDatasetToken), errors.Is(err, ErrDatasetExpired):
 			return Auth
 		case errors.Is(err, ErrInvalidAsset), errors.Is(err, ErrUploadURL):
 			return Permanent

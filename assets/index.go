@@ -187,9 +187,9 @@ func (ix *Index) Refresh(ctx context.Context, force bool) error {
 	if !force && !last.IsZero() && !last.After(now) && now.Sub(last) < ix.minInterval {
 		return nil
 	}
-	sess, ok := ix.session.Get()
-	if !ok {
-		return ErrNoSession
+	sess, err := ix.session.Authorized(ctx)
+	if err != nil {
+		return err
 	}
 	ix.mu.Lock()
 	ix.lastRefresh = now
@@ -203,6 +203,11 @@ func (ix *Index) Refresh(ctx context.Context, force bool) error {
 
 	start := time.Now()
 	ans, err := ix.fetch(ctx, sess, since)
+	var se *StatusError
+	if errors.As(err, &se) && se.Status == http.StatusUnauthorized && ix.session.RefreshAfter401(ctx, sess) {
+		sess, _ = ix.session.Get()
+		ans, err = ix.fetch(ctx, sess, since)
+	}
 	if err != nil {
 		return fmt.Errorf("refresh asset index: %w", err)
 	}

@@ -136,19 +136,3 @@ func TestSessionHolderConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
-func TestSessionExpired(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, tt := range []struct {
-		exp  time.Time
-		want bool
-	}{
-		{time.Time{}, false},
-		{now.Add(time.Second), false},
-		{now, true},
-		{now.Add(-time.Second), true},
-	} {
-		if got := (Session{ExpiresAt: tt.exp}).Expired(now); got != tt.want {
-			t.Errorf("Expired with ExpiresAt %v = %v, want %v", tt.exp, got, tt.want)
-		}
-	}
-}

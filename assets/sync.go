@@ -43,8 +43,9 @@ const committers = 4
 type Settings struct {
 	// Enable turns capturing on (asset_sync.enable): off, Start declines every response.
 	Enable bool
-	// SkipExtensions lists lower-case extensions without a dot that are never captured.
-	SkipExtensions []string
+	// Extensions lists the lower-case extensions, without a dot, of the paths that are
+	// captured (asset_extensions); the server refuses any other with 415.
+	Extensions []string
 }
 
 // PipelineOptions configures a Pipeline.
@@ -158,7 +159,7 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 
 // SetSettings applies new settings to the captures that start from now on.
 func (p *Pipeline) SetSettings(s Settings) {
-	s.SkipExtensions = append([]string(nil), s.SkipExtensions...)
+	s.Extensions = append([]string(nil), s.Extensions...)
 	p.settings.Store(&s)
 }
 
@@ -411,7 +412,7 @@ func (p *Pipeline) Deliver(ctx context.Context, e pending.Entry) Delivery {
 	a := assetOf(e)
 	if _, ok := p.o.Session.Get(); !ok {
 		p.stats.auth.Add(1)
-		return Delivery{Class: Auth, Reason: "no session"}
+		return Delivery{Class: Auth, Reason: ErrNoSession.Error()}
 	}
 	if err := p.pace.wait(ctx); err != nil {
 		return Delivery{Class: Transient, Reason: "shutting down", Cancelled: true}
@@ -421,7 +422,7 @@ func (p *Pipeline) Deliver(ctx context.Context, e pending.Entry) Delivery {
 		return Delivery{Dropped: true, Reason: err.Error()}
 	}
 	defer body.Close()
-	res := p.o.Uploader.Upload(ctx, a, body)
+	res := p.o.Uploader.UploadTo(ctx, e.TargetURL, a, body)
 	d := Delivery{Class: res.Class, Reason: res.Reason}
 	switch res.Class {
 	case Success:

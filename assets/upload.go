@@ -212,13 +212,20 @@ type Result struct {
 
 func (r Result) String() string { return r.Class.String() + ": " + r.Reason }
 
-// Upload sends a through both stages, the bytes streamed from body, which
-// must hold exactly a.Size bytes from its start (it is rewound before each
-// try). Without a session it returns Auth and sends nothing. A 401 or 403
-// at stage 2 (an expired upload token) leads to one new handshake.
+// Upload sends a through both stages to the configured endpoint; see UploadTo.
 func (u *Uploader) Upload(ctx context.Context, a Asset, body io.ReadSeeker) Result {
+	return u.UploadTo(ctx, "", a, body)
+}
+
+// UploadTo sends a through both stages, the bytes streamed from body, which must hold
+// exactly a.Size bytes from its start (it is rewound before each try). target is a pending
+// entry's target_url: used when its origin is the configured endpoint's, else (or when
+// empty) the configured endpoint is. Without a usable session it returns Auth and sends
+// nothing. A 401 or 403 at stage 2 (an expired upload token) leads to one new handshake; a
+// 401 for a session the proxy owns leads to one refresh and one more try.
+func (u *Uploader) UploadTo(ctx context.Context, target string, a Asset, body io.ReadSeeker) Result {
 	start := time.Now()
-	res := u.upload(ctx, a, body)
+	res := u.upload(ctx, u.endpointFor(target), a, body)
 	u.log.Debug("asset upload finished",
 		zap.String("key", a.Key),
 		zap.Stringer("class", res.Class),
@@ -228,7 +235,20 @@ func (u *Uploader) Upload(ctx context.Context, a Asset, body io.ReadSeeker) Resu
 	return res
 }
 
-func (u *Uploader) upload(ctx context.Context, a Asset, body io.ReadSeeker) Result {
+// endpointFor returns target when it is an http(s) URL of the configured endpoint's origin,
+// else the configured endpoint: the session's tokens go only where the configuration said.
+func (u *Uploader) endpointFor(target string) *url.URL {
+	if target == "" {
+		return u.endpoint
+	}
+	t, err := parseEndpoint(target)
+	if err != nil || origin(t) != u.origin {
+		return u.endpoint
+	}
+	return t
+}
+
+func (u *Uploader) upload(ctx context.Context, endpoint *url.URL, a Asset, body io.ReadSeeker) Result {
 	if err := a.Validate(); err != nil {
 		return Result{Class: Permanent, Reason: err.Error(), Err: err}
 	}
@@ -236,23 +256,33 @@ func (u *Uploader) upload(ctx context.Context, a Asset, body io.ReadSeeker) Resu
 		err := fmt.Errorf("%w: no body", ErrInvalidAsset)
 		return Result{Class: Permanent, Reason: err.Error(), Err: err}
 	}
+	res, sess := u.attempt(ctx, endpoint, a, body)
+	if res.Status == http.StatusUnauthorized && u.session.RefreshAfter401(ctx, sess) {
+		res, _ = u.attempt(ctx, endpoint, a, body)
+	}
+	return res
+}
+
+// attempt runs both stages with the current session, redoing the handshake once when stage
+// 2 refuses the upload token. It returns the outcome and the session it used.
+func (u *Uploader) attempt(ctx context.Context, endpoint *url.URL, a Asset, body io.ReadSeeker) (Result, Session) {
 	for redo := 0; ; redo++ {
 		// Read the session afresh for the new handshake: one posted
 		// meanwhile is the likeliest cure for a 401.
-		sess, ok := u.session.Get()
-		if !ok {
-			return Result{Class: Auth, Reason: "no session", Err: ErrNoSession}
+		sess, err := u.session.Usable(ctx)
+		if err != nil {
+			return Result{Class: Auth, Reason: err.Error(), Err: err}, sess
 		}
-		ans, res, done := u.handshake(ctx, sess, a)
+		ans, res, done := u.handshake(ctx, endpoint, sess, a)
 		if done {
-			return res
+			return res, sess
 		}
-		res = u.send(ctx, sess, a, body, ans)
+		res = u.send(ctx, endpoint, sess, a, body, ans)
 		if res.Class == Auth && redo == 0 {
 			u.log.Debug("upload refused, redoing the handshake", zap.String("key", a.Key), zap.Int("status", res.Status))
 			continue
 		}
-		return res
+		return res, sess
 	}
 }
 
@@ -274,7 +304,7 @@ type handshakeAnswer struct {
 
 // handshake runs stage 1. done is true when res is the final outcome (409,
 // or a failure); otherwise ans leads to stage 2.
-func (u *Uploader) handshake(ctx context.Context, sess Session, a Asset) (ans handshakeAnswer, res Result, done bool) {
+func (u *Uploader) handshake(ctx context.Context, endpoint *url.URL, sess Session, a Asset) (ans handshakeAnswer, res Result, done bool) {
 	payload, err := json.Marshal(handshakeRequest{
 		Key:          a.Key,
 		RelativePath: a.RelativePath,
@@ -286,7 +316,7 @@ func (u *Uploader) handshake(ctx context.Context, sess Session, a Asset) (ans ha
 	if err != nil {
 		return ans, u.result(StageHandshake, nil, fmt.Errorf("encode handshake: %w", err), sess), true
 	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, u.endpoint.String(), payload)
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), payload)
 	if err != nil {
 		return ans, u.result(StageHandshake, nil, fmt.Errorf("build handshake: %w", err), sess), true
 	}
@@ -294,9 +324,7 @@ func (u *Uploader) handshake(ctx context.Context, sess Session, a Asset) (ans ha
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Authorization", "Bearer "+sess.AccessToken)
 	req.Header.Set("Origin", u.origin)
-	if sess.DatasetToken != "" {
-		req.Header.Set("X-Dataset-Token", sess.DatasetToken)
-	}
+	req.Header.Set("X-Dataset-Token", sess.DatasetToken)
 
 	resp, err := u.client.Do(req)
 	if err != nil {
@@ -326,8 +354,8 @@ func (u *Uploader) handshake(ctx context.Context, sess Session, a Asset) (ans ha
 }
 
 // send runs stage 2 with the upload token of ans.
-func (u *Uploader) send(ctx context.Context, sess Session, a Asset, body io.ReadSeeker, ans handshakeAnswer) Result {
-	target, err := u.endpoint.Parse(ans.UploadURL)
+func (u *Uploader) send(ctx context.Context, endpoint *url.URL, sess Session, a Asset, body io.ReadSeeker, ans handshakeAnswer) Result {
+	target, err := endpoint.Parse(ans.UploadURL)
 	switch {
 	case err != nil:
 		err = fmt.Errorf("%w: parse uploadUrl: %w", ErrBadAnswer, err)
@@ -349,6 +377,7 @@ func (u *Uploader) send(ctx context.Context, sess Session, a Asset, body io.Read
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Authorization", "Bearer "+sess.AccessToken)
 	req.Header.Set("X-Upload-Token", ans.Token)
+	req.Header.Set("X-Dataset-Token", sess.DatasetToken)
 	req.Header.Set("Origin", u.origin)
 
 	resp, err := u.client.Do(req)

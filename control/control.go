@@ -99,6 +99,19 @@ type Session struct {
 	RefreshToken string
 	DatasetToken string    // empty: none
 	ExpiresAt    time.Time // zero: unknown
+	// AutoRefresh hands the session over for good: the proxy refreshes it (SPEC §8).
+	AutoRefresh bool
+}
+
+// SessionInfo describes the held session for GET /v1/status, without its tokens.
+type SessionInfo struct {
+	Present bool `json:"present"`
+	// Kind is "proxy" for a session the proxy owns and refreshes, "caller" for one its
+	// caller refreshes and posts again; empty without a session.
+	Kind             string     `json:"kind,omitempty"`
+	ExpiresAt        *time.Time `json:"expires_at"`                   // the access token's
+	DatasetToken     bool       `json:"dataset_token"`                // whether one is held
+	DatasetExpiresAt *time.Time `json:"dataset_expires_at,omitempty"` // its exp claim
 }
 
 // SessionControl holds the upload session (the assets package implements it).
@@ -107,8 +120,8 @@ type SessionControl interface {
 	SetSession(s Session)
 	// ClearSession forgets the session; uploads stop until a new one is set.
 	ClearSession()
-	// SessionState reports whether a session is set and when it expires (zero: unknown).
-	SessionState() (present bool, expiresAt time.Time)
+	// SessionState describes the held session.
+	SessionState() SessionInfo
 }
 
 // RetryControl starts retry passes (the retry service implements it).

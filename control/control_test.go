@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -45,13 +44,20 @@ func (f *fakeSession) ClearSession() {
 	f.current = nil
 }
 
-func (f *fakeSession) SessionState() (bool, time.Time) {
+func (f *fakeSession) SessionState() SessionInfo {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.current == nil {
-		return false, time.Time{}
+		return SessionInfo{}
 	}
-	return true, f.current.ExpiresAt
+	info := SessionInfo{Present: true, Kind: "caller", DatasetToken: f.current.DatasetToken != ""}
+	if f.current.AutoRefresh {
+		info.Kind = "proxy"
+	}
+	if exp := f.current.ExpiresAt; !exp.IsZero() {
+		info.ExpiresAt = &exp
+	}
+	return info
 }
 
 func (f *fakeSession) calls() (sets []Session, clears int) {

@@ -55,6 +55,7 @@ type sessionBody struct {
 	RefreshToken string          `json:"refresh_token"`
 	ExpiresAt    json.RawMessage `json:"expires_at"`
 	DatasetToken string          `json:"dataset_token"`
+	AutoRefresh  bool            `json:"auto_refresh"`
 }
 
 func (s *Server) postSession(w http.ResponseWriter, r *http.Request) {
@@ -66,6 +67,10 @@ func (s *Server) postSession(w http.ResponseWriter, r *http.Request) {
 	expires, err := parseExpiresAt(body.ExpiresAt)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !expires.IsZero() && !expires.After(time.Now()) {
+		writeError(w, http.StatusBadRequest, "expires_at is in the past: the access token has expired; post a fresh session")
 		return
 	}
 	if body.DatasetToken != "" && !usableToken(body.DatasetToken) {
@@ -85,13 +90,15 @@ func (s *Server) postSession(w http.ResponseWriter, r *http.Request) {
 		RefreshToken: body.RefreshToken,
 		DatasetToken: body.DatasetToken,
 		ExpiresAt:    expires,
+		AutoRefresh:  body.AutoRefresh,
 	})
 	started := false
 	if s.o.Retry != nil {
 		started, _ = s.o.Retry.Trigger(ReasonSession, false)
 	}
 	s.log.Info("session set", zap.Bool("expiry_known", !expires.IsZero()),
-		zap.Bool("dataset_token", body.DatasetToken != ""), zap.Bool("retry_started", started))
+		zap.Bool("dataset_token", body.DatasetToken != ""), zap.Bool("auto_refresh", body.AutoRefresh),
+		zap.Bool("retry_started", started))
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -122,18 +129,9 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusInternalServerError, "encode status failed")
 		return
 	}
-	type sessionState struct {
-		Present   bool       `json:"present"`
-		ExpiresAt *time.Time `json:"expires_at"`
-	}
-	var st sessionState
+	var st SessionInfo
 	if s.o.Session != nil {
-		var exp time.Time
-		st.Present, exp = s.o.Session.SessionState()
-		if !exp.IsZero() {
-			exp = exp.UTC().Truncate(time.Second)
-			st.ExpiresAt = &exp
-		}
+		st = s.o.Session.SessionState()
 	}
 	doc["version"] = s.o.Version
 	doc["uptime_seconds"] = max(0, int64(time.Since(s.o.Started)/time.Second))

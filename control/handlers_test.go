@@ -12,7 +12,7 @@ import (
 )
 
 func TestPostSessionSets(t *testing.T) {
-	exp := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	exp := time.Date(2036, 1, 2, 3, 4, 5, 0, time.UTC)
 	cases := []struct {
 		name    string
 		expires string // the expires_at member, "" for none
@@ -20,8 +20,8 @@ func TestPostSessionSets(t *testing.T) {
 	}{
 		{"no expiry", "", time.Time{}},
 		{"null expiry", `,"expires_at":null`, time.Time{}},
-		{"RFC 3339 UTC", `,"expires_at":"2026-01-02T03:04:05Z"`, exp},
-		{"RFC 3339 with offset", `,"expires_at":"2026-01-02T12:04:05+09:00"`, exp},
+		{"RFC 3339 UTC", `,"expires_at":"2036-01-02T03:04:05Z"`, exp},
+		{"RFC 3339 with offset", `,"expires_at":"2036-01-02T12:04:05+09:00"`, exp},
 		{"Unix seconds", fmt.Sprintf(`,"expires_at":%d`, exp.Unix()), exp},
 	}
 	for _, c := range cases {
@@ -80,7 +80,7 @@ func TestPostSessionWithoutTokensClears(t *testing.T) {
 			if len(sets) != 1 || clears != 1 {
 				t.Errorf("%d sets, %d clears; want only the setup's set, and 1 clear", len(sets), clears)
 			}
-			if present, _ := f.session.SessionState(); present {
+			if f.session.SessionState().Present {
 				t.Error("session still present")
 			}
 			if tr := f.retry.calls(); len(tr) != 0 {
@@ -117,7 +117,7 @@ func TestDeleteSession(t *testing.T) {
 	if _, clears := f.session.calls(); clears != 1 {
 		t.Errorf("%d clears, want 1", clears)
 	}
-	if present, _ := f.session.SessionState(); present {
+	if f.session.SessionState().Present {
 		t.Error("session still present")
 	}
 	if tr := f.retry.calls(); len(tr) != 1 {
@@ -157,7 +157,7 @@ func TestRetry(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
-	exp := time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
+	exp := time.Date(2036, 5, 6, 7, 8, 9, 0, time.UTC)
 	f := newFixture(t, func(o *Options) {
 		o.Started = time.Now().Add(-90 * time.Second)
 		o.Status = statusFunc(func() any {
@@ -207,7 +207,7 @@ func TestStatus(t *testing.T) {
 
 	f.do(newReq(http.MethodDelete, "/v1/session", ""))
 	w = f.do(newReq(http.MethodGet, "/v1/status", ""))
-	if !strings.Contains(w.Body.String(), `"session":{"present":false,"expires_at":null}`) {
+	if !strings.Contains(w.Body.String(), `"session":{"present":false,"expires_at":null,"dataset_token":false}`) {
 		t.Errorf("status after DELETE = %s", w.Body.String())
 	}
 }

@@ -44,7 +44,7 @@ func newTestPipeline(tb testing.TB) (*assets.Pipeline, *pending.Store, *assettes
 	}
 	p, err := assets.NewPipeline(assets.PipelineOptions{Store: st, Uploader: up, Session: sess,
 		SpoolDir: filepath.Join(dir, "spool"), Endpoint: srv.UploadEndpoint,
-		Settings: assets.Settings{Enable: true, SkipExtensions: []string{"mp3", "woff2", "js"}}})
+		Settings: assets.Settings{Enable: true, Extensions: []string{"png", "jpg", "jpeg", "gif", "webp", "bmp", "json"}}})
 	if err != nil {
 		tb.Fatal(err)
 	}

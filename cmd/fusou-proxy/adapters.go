@@ -32,7 +32,10 @@ type sessionControl struct{ a *app }
 
 func (s sessionControl) SetSession(in control.Session) {
 	s.a.session.Set(assets.Session{AccessToken: in.AccessToken, RefreshToken: in.RefreshToken,
-		DatasetToken: in.DatasetToken, ExpiresAt: in.ExpiresAt})
+		DatasetToken: in.DatasetToken, ExpiresAt: in.ExpiresAt, AutoRefresh: in.AutoRefresh})
+	if auth := s.a.cfg.App.Auth; in.AutoRefresh && (auth.SupabaseURL == "" || auth.SupabaseAnonKey == "") {
+		s.a.log.Warn("The session is the proxy's to refresh, but app.auth.supabase_url or app.auth.supabase_anon_key is not set: it will stop working when its access token expires")
+	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -44,9 +47,26 @@ func (s sessionControl) SetSession(in control.Session) {
 
 func (s sessionControl) ClearSession() { s.a.session.Clear() }
 
-func (s sessionControl) SessionState() (bool, time.Time) {
+func (s sessionControl) SessionState() control.SessionInfo {
 	sess, ok := s.a.session.Get()
-	return ok, sess.ExpiresAt
+	if !ok {
+		return control.SessionInfo{}
+	}
+	info := control.SessionInfo{Present: true, Kind: "caller", DatasetToken: sess.DatasetToken != "",
+		ExpiresAt: timeOrNil(sess.AccessExpiry()), DatasetExpiresAt: timeOrNil(sess.DatasetExpiry())}
+	if sess.AutoRefresh {
+		info.Kind = "proxy"
+	}
+	return info
+}
+
+// timeOrNil is t in UTC to the second, or nil when zero.
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC().Truncate(time.Second)
+	return &t
 }
 
 // statusSource is GET /v1/status's document (no secrets: counts and times only).

@@ -78,6 +78,7 @@ func newApp(src config.Sources, cfg *config.Loaded, flags func(*config.Loaded), 
 	if err != nil {
 		return nil, err
 	}
+	a.setUpSession(cfg)
 	as := cfg.App.AssetSync
 	uploader, err := assets.NewUploader(assets.UploaderOptions{
 		Endpoint: as.AssetUploadEndpoint, Session: a.session,
@@ -232,12 +233,31 @@ func (a *app) close() {
 	}
 }
 
+// setUpSession lets the holder refresh proxy-owned sessions through Supabase and, with
+// remember_session, keep them in the OS keychain, starting with the one kept there.
+func (a *app) setUpSession(cfg *config.Loaded) {
+	auth := cfg.App.Auth
+	sb := assets.Supabase{URL: auth.SupabaseURL, AnonKey: auth.SupabaseAnonKey,
+		Client: &http.Client{Timeout: cfg.App.AssetSync.RequestTimeout()}}
+	var onChange func(assets.Session, bool)
+	if auth.RememberSession {
+		keeper := &sessionKeeper{holder: a.session, log: a.log.Named("session")}
+		if s, ok := keeper.load(); ok {
+			a.session.Set(s)
+			a.log.Info("Restored the session kept in the OS keychain", zap.Object("session", s))
+		}
+		onChange = keeper.changed
+	}
+	a.session.SetRefresher(sb.Refresh, onChange, a.log.Named("session"))
+}
+
 // refreshIndex keeps the remote index fresh while a session exists.
 func (a *app) refreshIndex(ctx context.Context) {
 	t := time.NewTicker(indexRefreshTick)
 	defer t.Stop()
 	for {
 		if _, ok := a.session.Get(); ok {
+			a.session.WarnIfExpiring()
 			if err := a.index.Refresh(ctx, false); err != nil && ctx.Err() == nil {
 				a.log.Debug("asset index refresh failed", zap.Error(err))
 			}
@@ -251,7 +271,7 @@ func (a *app) refreshIndex(ctx context.Context) {
 }
 
 func pipelineSettings(cfg *config.Loaded) assets.Settings {
-	return assets.Settings{Enable: cfg.App.AssetSync.Enable, SkipExtensions: cfg.App.AssetSync.AssetSkipExtensions}
+	return assets.Settings{Enable: cfg.App.AssetSync.Enable, Extensions: cfg.App.AssetSync.AssetExtensions}
 }
 
 func retrySettings(cfg *config.Loaded) retry.Settings {

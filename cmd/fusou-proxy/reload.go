@@ -13,7 +13,7 @@ import (
 func liveKey(key string) bool {
 	return strings.HasPrefix(key, "app.asset_sync.retry.") ||
 		strings.HasPrefix(key, "proxy.capture.") ||
-		key == "app.asset_sync.asset_skip_extensions" ||
+		key == "app.asset_sync.asset_extensions" ||
 		key == "app.asset_sync.enable"
 }
 
@@ -54,7 +54,7 @@ func (a *app) reload(next *config.Loaded, err error) {
 func (a *app) applyLive(next *config.Loaded) {
 	a.cfg.App.AssetSync.Retry = next.App.AssetSync.Retry
 	a.cfg.Proxy.Capture = next.Proxy.Capture
-	a.cfg.App.AssetSync.AssetSkipExtensions = next.App.AssetSync.AssetSkipExtensions
+	a.cfg.App.AssetSync.AssetExtensions = next.App.AssetSync.AssetExtensions
 	a.cfg.App.AssetSync.Enable = next.App.AssetSync.Enable
 
 	r := a.cfg.App.AssetSync.Retry

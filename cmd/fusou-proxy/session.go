@@ -18,18 +18,24 @@ type sessionBody struct {
 	RefreshToken string `json:"refresh_token"`
 	ExpiresAt    any    `json:"expires_at,omitempty"`
 	DatasetToken string `json:"dataset_token,omitempty"`
+	AutoRefresh  *bool  `json:"auto_refresh,omitempty"`
 }
 
 func newSessionCommand(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "session", Short: "Give the running proxy your FUSOU session (kept in memory only)"}
+	cmd := &cobra.Command{Use: "session", Short: "Give the running proxy your FUSOU session (never written to a file)"}
 	var b sessionBody
 	var expires string
+	autoRefresh := true
 	set := &cobra.Command{
 		Use:   "set [--access-token T --refresh-token R [--dataset-token D] [--expires-at TIME]]",
 		Short: "Post a session to the running instance; with no token flags, read a JSON document from standard input",
 		Long: "Post a session to the running instance. Without --access-token, the session is read as JSON\n" +
 			"from standard input ({\"access_token\",\"refresh_token\",\"expires_at\"?,\"dataset_token\"?}),\n" +
-			"which keeps the tokens out of the process list.",
+			"which keeps the tokens out of the process list.\n\n" +
+			"The session is handed over for good: the proxy refreshes it before it expires (and keeps it\n" +
+			"in the OS keychain with app.auth.remember_session). Pass --auto-refresh=false when another\n" +
+			"program (the FUSOU app) refreshes it and posts each new one: Supabase refresh tokens are\n" +
+			"single-use, so two refreshers would sign each other out.",
 		Args: cobraArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if b.AccessToken == "" && b.RefreshToken == "" {
@@ -42,6 +48,9 @@ func newSessionCommand(g *globals) *cobra.Command {
 				}
 			} else if expires != "" {
 				b.ExpiresAt = expires
+			}
+			if b.AutoRefresh == nil || cmd.Flags().Changed("auto-refresh") {
+				b.AutoRefresh = &autoRefresh
 			}
 			if b.AccessToken == "" || b.RefreshToken == "" {
 				return usageError{errors.New("session set: both an access token and a refresh token are needed")}
@@ -59,7 +68,8 @@ func newSessionCommand(g *globals) *cobra.Command {
 	}
 	set.Flags().StringVar(&b.AccessToken, "access-token", "", "FUSOU access token (visible in the process list: prefer standard input)")
 	set.Flags().StringVar(&b.RefreshToken, "refresh-token", "", "FUSOU refresh token")
-	set.Flags().StringVar(&b.DatasetToken, "dataset-token", "", "FUSOU dataset token (optional)")
+	set.Flags().StringVar(&b.DatasetToken, "dataset-token", "", "FUSOU dataset token (every upload needs one)")
+	set.Flags().BoolVar(&autoRefresh, "auto-refresh", true, "the proxy owns the session and refreshes it (false: the caller refreshes and posts again)")
 	set.Flags().StringVar(&expires, "expires-at", "", "access token expiry, RFC 3339 (optional)")
 
 	clear := &cobra.Command{

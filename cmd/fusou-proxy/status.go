@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -16,8 +17,11 @@ type statusDoc struct {
 	Version       string  `json:"version"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	Session       struct {
-		Present   bool   `json:"present"`
-		ExpiresAt string `json:"expires_at"`
+		Present          bool   `json:"present"`
+		Kind             string `json:"kind"`
+		ExpiresAt        string `json:"expires_at"`
+		DatasetToken     bool   `json:"dataset_token"`
+		DatasetExpiresAt string `json:"dataset_expires_at"`
 	} `json:"session"`
 	Pending struct {
 		Count  int    `json:"count"`
@@ -62,17 +66,36 @@ func newStatusCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
+// printSession says which kind of session is held and when each token expires.
+func printSession(w io.Writer, st statusDoc) {
+	s := st.Session
+	if !s.Present {
+		fmt.Fprintln(w, "session:  none (uploads wait in the outbox; see `fusou-proxy session set`)")
+		return
+	}
+	kind := "refreshed by its caller (the FUSOU app)"
+	if s.Kind == "proxy" {
+		kind = "owned and refreshed by the proxy"
+	}
+	exp := "unknown"
+	if s.ExpiresAt != "" {
+		exp = s.ExpiresAt
+	}
+	fmt.Fprintf(w, "session:  set, %s; access token expires %s\n", kind, exp)
+	switch {
+	case !s.DatasetToken:
+		fmt.Fprintln(w, "dataset:  no dataset token: nothing can be uploaded until a session with one is posted")
+	case s.DatasetExpiresAt != "":
+		fmt.Fprintf(w, "dataset:  token expires %s\n", s.DatasetExpiresAt)
+	default:
+		fmt.Fprintln(w, "dataset:  token set, expiry unknown")
+	}
+}
+
 func printStatus(g *globals, st statusDoc) {
 	w := g.stdout
 	fmt.Fprintf(w, "fusou-proxy %s, up %s\n", st.Version, (time.Duration(st.UptimeSeconds) * time.Second).String())
-	switch {
-	case !st.Session.Present:
-		fmt.Fprintln(w, "session:  none (uploads wait in the outbox; see `fusou-proxy session set`)")
-	case st.Session.ExpiresAt != "":
-		fmt.Fprintf(w, "session:  set, expires %s\n", st.Session.ExpiresAt)
-	default:
-		fmt.Fprintln(w, "session:  set")
-	}
+	printSession(w, st)
 	fmt.Fprintf(w, "pending:  %d entries, %d bytes", st.Pending.Count, st.Pending.Bytes)
 	if st.Pending.Oldest != "" {
 		fmt.Fprintf(w, ", oldest %s", st.Pending.Oldest)

@@ -37,6 +37,15 @@ type Capture struct {
 type App struct {
 	DataDir   string    `key:"data_dir"`
 	AssetSync AssetSync `key:"asset_sync"`
+	Auth      Auth      `key:"auth"`
+}
+
+// Auth is the [app.auth] table: FUSOU's Supabase project, for refreshing a session the proxy
+// owns (SPEC §8).
+type Auth struct {
+	SupabaseURL     string `key:"supabase_url"`
+	SupabaseAnonKey string `key:"supabase_anon_key"`
+	RememberSession bool   `key:"remember_session"`
 }
 
 // AssetSync is the [app.asset_sync] table: the FUSOU API and the upload workers.
@@ -44,7 +53,7 @@ type AssetSync struct {
 	Enable                    bool     `key:"enable"`
 	AssetUploadEndpoint       string   `key:"asset_upload_endpoint"`
 	AssetExistingKeysEndpoint string   `key:"asset_existing_keys_endpoint"`
-	AssetSkipExtensions       []string `key:"asset_skip_extensions"`
+	AssetExtensions           []string `key:"asset_extensions"`
 	Workers                   int      `key:"workers"`
 	QueueSize                 int      `key:"queue_size"`
 	ConnectTimeoutSeconds     int      `key:"connect_timeout_seconds"`
@@ -79,7 +88,14 @@ const (
 	DefaultControlListen = "127.0.0.1:8051"
 	// MaxAssetBytesLimit is the FUSOU server's own limit (200 MiB); nothing larger is captured.
 	MaxAssetBytesLimit = 200 << 20
+	// DefaultSupabaseURL is FUSOU's Supabase project (FUSOU-WEB's PUBLIC_SUPABASE_URL); empty
+	// until the project publishes it, which leaves refreshing off.
+	DefaultSupabaseURL = ""
 )
+
+// ServerExtensions are the extensions the FUSOU server accepts (its default allow-list; any
+// other is refused with 415), so nothing else is captured by default.
+var ServerExtensions = []string{"png", "jpg", "jpeg", "gif", "webp", "bmp", "json"}
 
 // Default returns the built-in configuration: what runs when no file sets anything.
 func Default() Config {
@@ -100,7 +116,7 @@ func Default() Config {
 				Enable:                    true,
 				AssetUploadEndpoint:       "https://fusou.dev/api/asset-sync/upload",
 				AssetExistingKeysEndpoint: "https://fusou.dev/api/asset-sync/keys",
-				AssetSkipExtensions:       []string{"mp3", "woff2", "js"},
+				AssetExtensions:           append([]string(nil), ServerExtensions...),
 				Workers:                   2,
 				QueueSize:                 256,
 				ConnectTimeoutSeconds:     10,
@@ -113,6 +129,10 @@ func Default() Config {
 					MaxPendingBytes: 2 << 30,
 					MaxPendingFiles: 100000,
 				},
+			},
+			Auth: Auth{
+				SupabaseURL:     DefaultSupabaseURL,
+				RememberSession: true,
 			},
 		},
 		Control: Control{

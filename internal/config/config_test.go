@@ -185,7 +185,7 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"[app.asset_sync]\nasset_existing_keys_endpoint = \"ftp://fusou.dev/keys\"", "app.asset_sync.asset_existing_keys_endpoint"},
 		{"[app.asset_sync]\nworkers = 0", "app.asset_sync.workers"},
 		{"[app.asset_sync]\nworkers = 1.5", "app.asset_sync.workers"},
-		{"[app.asset_sync]\nasset_skip_extensions = [\"a/b\"]", "app.asset_sync.asset_skip_extensions"},
+		{"[app.asset_sync]\nasset_extensions = [\"a/b\"]", "app.asset_sync.asset_extensions"},
 		{"[app.asset_sync.retry]\nmax_attempts = 0", "app.asset_sync.retry.max_attempts"},
 		{"[app.asset_sync.retry]\nconcurrency = -1", "app.asset_sync.retry.concurrency"},
 		{"[control]\nlisten = \"0.0.0.0:8051\"", "control.listen"},

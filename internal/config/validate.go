@@ -28,7 +28,7 @@ func (c *Config) Validate() error {
 		{"proxy.capture.max_asset_bytes", func() string { return between(c.Proxy.Capture.MaxAssetBytes, 1, MaxAssetBytesLimit) }},
 		{"app.asset_sync.asset_upload_endpoint", func() string { return httpURL(c.App.AssetSync.AssetUploadEndpoint) }},
 		{"app.asset_sync.asset_existing_keys_endpoint", func() string { return httpURL(c.App.AssetSync.AssetExistingKeysEndpoint) }},
-		{"app.asset_sync.asset_skip_extensions", func() string { return extensions(c.App.AssetSync.AssetSkipExtensions) }},
+		{"app.asset_sync.asset_extensions", func() string { return extensions(c.App.AssetSync.AssetExtensions) }},
 		{"app.asset_sync.workers", func() string { return between(int64(c.App.AssetSync.Workers), 1, 64) }},
 		{"app.asset_sync.queue_size", func() string { return between(int64(c.App.AssetSync.QueueSize), 1, 1<<20) }},
 		{"app.asset_sync.connect_timeout_seconds", func() string { return between(int64(c.App.AssetSync.ConnectTimeoutSeconds), 1, 3600) }},
@@ -39,6 +39,7 @@ func (c *Config) Validate() error {
 		{"app.asset_sync.retry.concurrency", func() string { return between(int64(c.App.AssetSync.Retry.Concurrency), 1, 64) }},
 		{"app.asset_sync.retry.max_pending_bytes", func() string { return between(c.App.AssetSync.Retry.MaxPendingBytes, 1, 1<<50) }},
 		{"app.asset_sync.retry.max_pending_files", func() string { return between(int64(c.App.AssetSync.Retry.MaxPendingFiles), 1, 100_000_000) }},
+		{"app.auth.supabase_url", func() string { return optionalHTTPURL(c.App.Auth.SupabaseURL) }},
 		{"control.listen", func() string { return controlListen(c.Control.Listen, c.Control.AllowRemote) }},
 		{"control.token", func() string { return controlToken(c.Control.Token) }},
 		{"control.allowed_origins", func() string { return origins(c.Control.AllowedOrigins) }},
@@ -49,8 +50,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	lowerAll(c.Proxy.MITMHosts)
-	for i, e := range c.App.AssetSync.AssetSkipExtensions {
-		c.App.AssetSync.AssetSkipExtensions[i] = strings.ToLower(strings.TrimPrefix(e, "."))
+	for i, e := range c.App.AssetSync.AssetExtensions {
+		c.App.AssetSync.AssetExtensions[i] = strings.ToLower(strings.TrimPrefix(e, "."))
 	}
 	return nil
 }
@@ -180,4 +181,12 @@ func origins(list []string) string {
 		}
 	}
 	return ""
+}
+
+// optionalHTTPURL is httpURL, except that empty is allowed (the feature stays off).
+func optionalHTTPURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	return httpURL(s)
 }

@@ -143,7 +143,7 @@ func (r *rig) start() {
 	r.pipe, err = assets.NewPipeline(assets.PipelineOptions{
 		Store: r.store, Uploader: up, Session: r.session,
 		SpoolDir: filepath.Join(r.dir, "spool"), Endpoint: r.endpoint,
-		Settings: assets.Settings{Enable: true, SkipExtensions: []string{"mp3", "woff2", "js"}},
+		Settings: assets.Settings{Enable: true, Extensions: []string{"png", "jpg", "jpeg", "gif", "webp", "bmp", "json"}},
 		Logger:   r.log,
 	})
 	if err != nil {
