@@ -55,9 +55,10 @@ func mustOpenIndex(tb testing.TB, srv *assettest.Server, dir string, h *SessionH
 	return ix
 }
 
-func sessionHolder() *SessionHolder {
+// sessionHolder holds a session signed in on srv.
+func sessionHolder(srv *assettest.Server) *SessionHolder {
 	h := new(SessionHolder)
-	h.Set(testSession())
+	h.Set(testSession(srv))
 	return h
 }
 
@@ -69,7 +70,8 @@ func TestIndexRefresh(t *testing.T) {
 	hA, hB, hB2, hC := hashOf([]byte("a")), hashOf([]byte("b")), hashOf([]byte("b2")), hashOf([]byte("c"))
 	srv.Seed("assets/kcs2/a.png", hA, 1)
 	srv.Seed("assets/kcs2/b.png", hB, 2)
-	h := sessionHolder()
+	h := sessionHolder(srv)
+	sess, _ := h.Get()
 	ix := mustOpenIndex(t, srv, dir, h, clock, nil)
 	ctx := context.Background()
 
@@ -80,7 +82,7 @@ func TestIndexRefresh(t *testing.T) {
 	if uri := srv.LastRequestURI(assettest.Keys); uri != assettest.KeysPath {
 		t.Errorf("first request %q, want no since", uri)
 	}
-	if got := srv.LastHeader(assettest.Keys).Get("Authorization"); got != "Bearer "+assettest.AccessToken {
+	if got := srv.LastHeader(assettest.Keys).Get("Authorization"); got != "Bearer "+sess.AccessToken {
 		t.Errorf("Authorization = %q", got)
 	}
 	if !ix.Known("assets/kcs2/a.png", hA) || !ix.Known("assets/kcs2/b.png", hB) {
@@ -141,7 +143,7 @@ func TestIndexRefresh(t *testing.T) {
 		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
 	}
 	b, _ := os.ReadFile(path)
-	for _, sec := range []string{assettest.AccessToken, testRefresh, testDataset} {
+	for _, sec := range []string{sess.AccessToken, sess.RefreshToken, sess.DatasetToken} {
 		if strings.Contains(string(b), sec) {
 			t.Errorf("index file holds a token")
 		}
@@ -178,7 +180,7 @@ func TestIndexRefused(t *testing.T) {
 	srv.Seed("assets/kcs2/a.png", hashOf([]byte("a")), 1)
 	clock := &testClock{t: time.Now()}
 	dir := t.TempDir()
-	ix := mustOpenIndex(t, srv, dir, sessionHolder(), clock, nil)
+	ix := mustOpenIndex(t, srv, dir, sessionHolder(srv), clock, nil)
 	if err := ix.Refresh(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +232,7 @@ func TestIndexBrokenFileIgnored(t *testing.T) {
 				t.Fatal(err)
 			}
 			core, logs := observer.New(zapcore.WarnLevel)
-			ix := mustOpenIndex(t, srv, dir, sessionHolder(), &testClock{t: time.Now()}, zap.New(core))
+			ix := mustOpenIndex(t, srv, dir, sessionHolder(srv), &testClock{t: time.Now()}, zap.New(core))
 			if ix.Len() != 0 || ix.Cursor() != 0 {
 				t.Errorf("broken file loaded: len %d, cursor %d", ix.Len(), ix.Cursor())
 			}
@@ -241,7 +243,7 @@ func TestIndexBrokenFileIgnored(t *testing.T) {
 			if err := ix.Refresh(context.Background(), false); err != nil {
 				t.Fatal(err)
 			}
-			if ix2 := mustOpenIndex(t, srv, dir, sessionHolder(), &testClock{t: time.Now()}, zap.New(core)); ix2.Cursor() == 0 {
+			if ix2 := mustOpenIndex(t, srv, dir, sessionHolder(srv), &testClock{t: time.Now()}, zap.New(core)); ix2.Cursor() == 0 {
 				t.Errorf("file not rewritten")
 			}
 		})
@@ -255,7 +257,7 @@ func TestIndexFullListingReplaces(t *testing.T) {
 	defer srv.Close()
 	hA := hashOf([]byte("a"))
 	srv.Seed("assets/kcs2/a.png", hA, 1)
-	ix := mustOpenIndex(t, srv, t.TempDir(), sessionHolder(), &testClock{t: time.Now()}, nil)
+	ix := mustOpenIndex(t, srv, t.TempDir(), sessionHolder(srv), &testClock{t: time.Now()}, nil)
 	ix.Add("assets/kcs2/gone.png", hA, 1)
 	if err := ix.Refresh(context.Background(), true); err != nil {
 		t.Fatal(err)
@@ -281,7 +283,7 @@ func TestIndexKeepsAddsDuringRefresh(t *testing.T) {
 		io.WriteString(w, `{"items":[],"incremental":false,"snapshotUpperMs":1}`)
 	}))
 	defer api.Close()
-	ix, err := OpenIndex(IndexOptions{Endpoint: api.URL + "/api/asset-sync/keys", Session: sessionHolder()})
+	ix, err := OpenIndex(IndexOptions{Endpoint: api.URL + "/api/asset-sync/keys", Session: holding(stubSession(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +327,7 @@ func TestIndexWithoutEndpoint(t *testing.T) {
 func TestIndexConcurrent(t *testing.T) {
 	srv := assettest.NewServer()
 	defer srv.Close()
-	ix := mustOpenIndex(t, srv, t.TempDir(), sessionHolder(), &testClock{t: time.Now()}, nil)
+	ix := mustOpenIndex(t, srv, t.TempDir(), sessionHolder(srv), &testClock{t: time.Now()}, nil)
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Add(1)

@@ -135,4 +135,3 @@ func TestSessionHolderConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
-

@@ -22,8 +22,6 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/pending"
 )
 
-const testToken = "access-token-for-tests-0123456789"
-
 // fixture is a pipeline wired to a real store and the FUSOU API fake.
 type fixture struct {
 	srv     *assettest.Server
@@ -47,7 +45,6 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
 	srv := assettest.NewServer()
 	t.Cleanup(srv.Close)
-	srv.AddToken(testToken)
 	dir := t.TempDir()
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(core)
@@ -58,7 +55,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Cleanup(func() { st.Close() })
 	sess := &SessionHolder{}
 	if !o.noSession {
-		sess.Set(Session{AccessToken: testToken, RefreshToken: "refresh"})
+		sess.Set(testSession(srv))
 	}
 	up, err := NewUploader(UploaderOptions{Endpoint: srv.UploadEndpoint, Session: sess, RetryMax: 1,
 		RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond, Logger: log})
@@ -74,7 +71,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	p, err := NewPipeline(PipelineOptions{Store: st, Uploader: up, Index: ix, Session: sess,
 		SpoolDir: filepath.Join(dir, "spool"), Endpoint: srv.UploadEndpoint, Workers: o.workers,
 		MaxSpoolBytes: o.maxSpoolBytes,
-		Settings:      Settings{Enable: true, SkipExtensions: []string{"mp3"}}, Logger: log})
+		Settings:      Settings{Enable: true, Extensions: []string{"png", "jpg", "json"}}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,9 +171,9 @@ func TestEncodedBodyIsUploadedDecoded(t *testing.T) {
 func TestSkippedExtensionIsNotCaptured(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	if f.capture("/kcs/sound/kc9999/1.mp3", []byte("ID3 sound"), "") {
-		t.Error("an mp3 was captured though asset_skip_extensions lists it")
+		t.Error("an mp3 was captured though asset_extensions does not list it")
 	}
-	f.p.SetSettings(Settings{Enable: true})
+	f.p.SetSettings(Settings{Enable: true, Extensions: []string{"png", "mp3"}})
 	if !f.capture("/kcs/sound/kc9999/1.mp3", []byte("ID3 sound"), "") {
 		t.Error("a live settings change did not apply")
 	}
@@ -199,7 +196,7 @@ func TestNoSessionSendsNothingAndKeepsEverything(t *testing.T) {
 		t.Fatalf("%d requests reached the API without a session", n)
 	}
 	// A session arrives: delivering the pending entries (as a retry pass does) uploads all.
-	f.session.Set(Session{AccessToken: testToken, RefreshToken: "r"})
+	f.session.Set(testSession(f.srv))
 	for _, e := range f.store.List() {
 		if d := f.p.Deliver(context.Background(), e); d.Class != Success {
 			t.Errorf("deliver %s = %+v", e.Context.Key, d)

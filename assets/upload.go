@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-retryablehttp"
 	"go.uber.org/zap"
@@ -74,6 +75,8 @@ type Uploader struct {
 	origin   string
 	session  *SessionHolder
 	client   *retryablehttp.Client
+	retryMax int
+	waitMin  time.Duration
 	waitMax  time.Duration
 	log      *zap.Logger
 }
@@ -110,6 +113,8 @@ func NewUploader(o UploaderOptions) (*Uploader, error) {
 		endpoint: ep,
 		origin:   origin(ep),
 		session:  o.Session,
+		retryMax: retryMax,
+		waitMin:  waitMin,
 		waitMax:  waitMax,
 		log:      log,
 	}
@@ -182,6 +187,12 @@ func (u *Uploader) checkRetry(ctx context.Context, resp *http.Response, err erro
 	if Classify(status, err) != Transient {
 		return false, nil
 	}
+	if err != nil && ctx.Value(stageUploadKey{}) != nil {
+		// Stage 2 sent (some of) the body and no answer came: the server may have stored the
+		// asset, and it replaces what it has on a second upload. attempt starts again at
+		// stage 1 instead, which answers 409 if it did.
+		return false, nil
+	}
 	if resp != nil {
 		if ra, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok && ra > u.waitMax {
 			return false, nil
@@ -189,6 +200,9 @@ func (u *Uploader) checkRetry(ctx context.Context, resp *http.Response, err erro
 	}
 	return true, nil
 }
+
+// stageUploadKey marks the context of a stage-2 request, for checkRetry.
+type stageUploadKey struct{}
 
 // Result is the outcome of one Upload.
 type Result struct {
@@ -278,11 +292,31 @@ func (u *Uploader) attempt(ctx context.Context, endpoint *url.URL, a Asset, body
 			return res, sess
 		}
 		res = u.send(ctx, endpoint, sess, a, body, ans)
-		if res.Class == Auth && redo == 0 {
+		switch {
+		case res.Class == Auth && redo == 0:
 			u.log.Debug("upload refused, redoing the handshake", zap.String("key", a.Key), zap.Int("status", res.Status))
+			continue
+		case res.Class == Transient && res.Status == 0 && redo < u.retryMax:
+			// No answer to stage 2: the asset may be stored. Start again at stage 1, which
+			// says 409 if it is, after the in-call retries' backoff.
+			if !sleepCtx(ctx, jitteredBackoff(u.waitMin, u.waitMax, redo, nil)) {
+				return res, sess
+			}
 			continue
 		}
 		return res, sess
+	}
+}
+
+// sleepCtx waits for d, or until ctx ends (then it returns false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -368,6 +402,7 @@ func (u *Uploader) send(ctx context.Context, endpoint *url.URL, sess Session, a 
 	}
 
 	rw := &rewinder{ctx: ctx, rs: body, size: a.Size}
+	ctx = context.WithValue(ctx, stageUploadKey{}, true)
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, target.String(), retryablehttp.ReaderFunc(rw.body))
 	if err != nil {
 		return u.result(StageUpload, nil, fmt.Errorf("build upload: %w", err), sess, ans.Token)
@@ -422,8 +457,11 @@ func (u *Uploader) result(stage string, resp *http.Response, err error, sess Ses
 		r.RetryAfter, _ = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	if class != Success {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxExcerptBytes))
-		r.Body = redactSecrets(strings.TrimSpace(strings.ToValidUTF8(string(b), "\uFFFD")), secrets)
+		// Redact before cutting to the excerpt's length, so that a token cut in two by the
+		// limit cannot leave its first half behind.
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+		body := redactSecrets(strings.ToValidUTF8(string(b), "\uFFFD"), secrets)
+		r.Body = strings.TrimSpace(truncateUTF8(body, maxExcerptBytes))
 	}
 	return r
 }
@@ -436,6 +474,17 @@ func redactSecrets(s string, secrets []string) string {
 		}
 	}
 	return s
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // drain reads a little of what is left of resp's body, so the connection

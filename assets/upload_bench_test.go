@@ -22,7 +22,7 @@ func BenchmarkUpload(b *testing.B) {
 			srv := assettest.NewServer()
 			defer srv.Close()
 			h := new(SessionHolder)
-			h.Set(testSession())
+			h.Set(testSession(srv))
 			u, err := NewUploader(UploaderOptions{Endpoint: srv.UploadEndpoint, Session: h})
 			if err != nil {
 				b.Fatal(err)

@@ -16,14 +16,10 @@ import (
 	"time"
 
 	"github.com/fusou-proxy/fusou-proxy/assets/assettest"
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-)
-
-const (
-	testRefresh = "refresh-secret-7f3a"
-	testDataset = "dataset-secret-91bc"
 )
 
 func hashOf(b []byte) string {
@@ -41,8 +37,27 @@ func mustAsset(tb testing.TB, urlPath string, data []byte) Asset {
 	return a
 }
 
-func testSession() Session {
-	return Session{AccessToken: assettest.AccessToken, RefreshToken: testRefresh, DatasetToken: testDataset}
+// testSession signs a user in on srv: a session of real tokens the fake
+// accepts, as a caller would post it.
+func testSession(srv *assettest.Server) Session {
+	tk := srv.NewSession()
+	return Session{AccessToken: tk.Access, RefreshToken: tk.Refresh, DatasetToken: tk.Dataset, ExpiresAt: tk.ExpiresAt}
+}
+
+// stubSession is a session of real tokens for a test whose server is a
+// stub: minted by a fake closed at once.
+func stubSession(tb testing.TB) Session {
+	tb.Helper()
+	srv := assettest.NewServer()
+	defer srv.Close()
+	return testSession(srv)
+}
+
+// holding is a SessionHolder holding s.
+func holding(s Session) *SessionHolder {
+	h := new(SessionHolder)
+	h.Set(s)
+	return h
 }
 
 // newTestUploader builds an uploader against srv with a session set; edit
@@ -50,7 +65,7 @@ func testSession() Session {
 func newTestUploader(tb testing.TB, srv *assettest.Server, edit func(*UploaderOptions)) (*Uploader, *SessionHolder) {
 	tb.Helper()
 	h := new(SessionHolder)
-	h.Set(testSession())
+	h.Set(testSession(srv))
 	o := UploaderOptions{
 		Endpoint:     srv.UploadEndpoint,
 		Session:      h,
@@ -278,8 +293,9 @@ func TestUploadAuthAtStage2Twice(t *testing.T) {
 func TestUploadRevokedSession(t *testing.T) {
 	srv := assettest.NewServer()
 	defer srv.Close()
-	u, _ := newTestUploader(t, srv, nil)
-	srv.RevokeToken(assettest.AccessToken)
+	u, h := newTestUploader(t, srv, nil)
+	sess, _ := h.Get()
+	srv.RevokeToken(sess.AccessToken)
 	res := u.Upload(context.Background(), mustAsset(t, "/kcs2/a.png", titlePNG), bytes.NewReader(titlePNG))
 	if res.Class != Auth || res.Stage != StageHandshake || srv.TotalRequests() != 1 {
 		t.Errorf("Upload = %+v after %d requests", res, srv.TotalRequests())
@@ -418,8 +434,8 @@ func TestUploadNeverRetriesAuthOrPermanent(t *testing.T) {
 func TestUploadHeaders(t *testing.T) {
 	srv := assettest.NewServer()
 	defer srv.Close()
-	srv.SetDatasetTokens(testDataset)
 	u, h := newTestUploader(t, srv, nil)
+	sess, _ := h.Get()
 	a := mustAsset(t, "/kcs2/img/title/01.png", titlePNG)
 	if res := u.Upload(context.Background(), a, bytes.NewReader(titlePNG)); res.Class != Success {
 		t.Fatalf("Upload = %+v", res)
@@ -428,9 +444,9 @@ func TestUploadHeaders(t *testing.T) {
 	hs := srv.LastHeader(assettest.Handshake)
 	for k, want := range map[string]string{
 		"Content-Type":    "application/json",
-		"Authorization":   "Bearer " + assettest.AccessToken,
+		"Authorization":   "Bearer " + sess.AccessToken,
 		"Origin":          origin,
-		"X-Dataset-Token": testDataset,
+		"X-Dataset-Token": sess.DatasetToken,
 		"X-Upload-Token":  "",
 	} {
 		if got := hs.Get(k); got != want {
@@ -441,9 +457,9 @@ func TestUploadHeaders(t *testing.T) {
 	for k, want := range map[string]string{
 		"Content-Type":    "image/png",
 		"Content-Length":  fmt.Sprint(len(titlePNG)),
-		"Authorization":   "Bearer " + assettest.AccessToken,
+		"Authorization":   "Bearer " + sess.AccessToken,
 		"Origin":          origin,
-		"X-Dataset-Token": "",
+		"X-Dataset-Token": sess.DatasetToken,
 	} {
 		if got := up.Get(k); got != want {
 			t.Errorf("upload %s = %q, want %q", k, got, want)
@@ -453,16 +469,20 @@ func TestUploadHeaders(t *testing.T) {
 		t.Errorf("upload without X-Upload-Token")
 	}
 
-	// Without a dataset token the header is absent (and this server,
-	// wanting one, refuses: auth).
-	h.Set(Session{AccessToken: assettest.AccessToken})
-	b := []byte("other bytes")
-	res := u.Upload(context.Background(), mustAsset(t, "/kcs2/b.png", b), bytes.NewReader(b))
-	if _, ok := srv.LastHeader(assettest.Handshake)["X-Dataset-Token"]; ok {
-		t.Errorf("X-Dataset-Token sent without a dataset token")
+	// Without a dataset token, or with an expired one, nothing is sent: the server would
+	// refuse it (SPEC §5).
+	before := srv.TotalRequests()
+	expired := srv.MintDatasetToken(jwt.MapClaims{"exp": time.Now().Add(-time.Minute).Unix()})
+	for _, ds := range []string{"", expired} {
+		h.Set(Session{AccessToken: sess.AccessToken, RefreshToken: sess.RefreshToken, DatasetToken: ds})
+		b := []byte("other bytes")
+		res := u.Upload(context.Background(), mustAsset(t, "/kcs2/b.png", b), bytes.NewReader(b))
+		if res.Class != Auth || (!errors.Is(res.Err, ErrNoDatasetToken) && !errors.Is(res.Err, ErrDatasetExpired)) {
+			t.Errorf("dataset token %q: Upload = %+v, want auth for want of a dataset token", ds, res)
+		}
 	}
-	if res.Class != Auth {
-		t.Errorf("Upload = %+v, want auth", res)
+	if n := srv.TotalRequests() - before; n != 0 {
+		t.Errorf("%d requests sent without a usable dataset token", n)
 	}
 }
 
@@ -522,8 +542,7 @@ func TestUploadBadHandshakeAnswer(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ts, stage2 := stubHandshake(t, tt.status, tt.body)
-			h := new(SessionHolder)
-			h.Set(testSession())
+			h := holding(stubSession(t))
 			u, err := NewUploader(UploaderOptions{Endpoint: ts.URL + "/api/asset-sync/upload", Session: h, RetryMax: -1})
 			if err != nil {
 				t.Fatal(err)
@@ -573,12 +592,12 @@ func TestUploadNeverLeaksTokens(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	srv := assettest.NewServer()
 	defer srv.Close()
-	srv.SetDatasetTokens(testDataset)
-	u, _ := newTestUploader(t, srv, func(o *UploaderOptions) {
+	u, h := newTestUploader(t, srv, func(o *UploaderOptions) {
 		o.Logger = zap.New(core)
 		o.RequestTimeout = 200 * time.Millisecond
 	})
-	echo := "you sent " + assettest.AccessToken + " and " + testDataset + " and " + testRefresh
+	sess, _ := h.Get()
+	echo := "you sent " + sess.AccessToken + " and " + sess.DatasetToken + " and " + sess.RefreshToken
 	scenarios := []struct {
 		stage assettest.Route
 		fault assettest.Fault
@@ -609,7 +628,7 @@ func TestUploadNeverLeaksTokens(t *testing.T) {
 	if len(uploadTokens) == 0 {
 		t.Fatal("no upload token seen")
 	}
-	secrets := append([]string{assettest.AccessToken, testRefresh, testDataset}, uploadTokens...)
+	secrets := append([]string{sess.AccessToken, sess.RefreshToken, sess.DatasetToken}, uploadTokens...)
 	check := func(where, s string) {
 		for _, sec := range secrets {
 			if strings.Contains(s, sec) {

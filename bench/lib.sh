@@ -238,7 +238,7 @@ EOF
   wait_port "$FUSOU_PORT"
   FUSOU_CA="$WORK/fusou-ca.pem"
   fusou ca export --out "$FUSOU_CA" >/dev/null
-  echo '{"access_token":"assettest-access-token","refresh_token":"bench-refresh"}' | fusou session set >/dev/null
+  curl -sf "$SINK_URL/session" | fusou session set >/dev/null
   log "fusou-proxy on 127.0.0.1:$FUSOU_PORT, control 127.0.0.1:$FUSOU_CTL (pid $FUSOU_PID)"
 }
 
@@ -260,8 +260,7 @@ start_fusou_copy() {
   wait_port "$COPY_CTL"
   wait_port "$COPY_PORT"
   "$bin" --config "$WORK/$name.toml" ca export --out "$WORK/$name-ca.pem" >/dev/null 2>&1
-  echo '{"access_token":"assettest-access-token","refresh_token":"bench-refresh"}' |
-    "$bin" --config "$WORK/$name.toml" session set >/dev/null
+  curl -sf "$SINK_URL/session" | "$bin" --config "$WORK/$name.toml" session set >/dev/null
 }
 
 # stage_two_builds NAME REV is how bench/ab.sh and bench/duel.sh begin: it makes $WORK

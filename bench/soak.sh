@@ -83,7 +83,7 @@ while ((SECONDS < end)); do
     "$(metric fusou_uploads_total 'outcome="transient"' <<<"$m")" \
     "$(metric fusou_proxy_requests_total <<<"$m")" >>"$CSV"
   if ((SECONDS >= next_session)); then
-    echo '{"access_token":"assettest-access-token","refresh_token":"bench-refresh"}' | fusou session set >/dev/null ||
+    curl -sf "$SINK_URL/session" | fusou session set >/dev/null ||
       log "session set failed"
     next_session=$((SECONDS + 300))
   fi

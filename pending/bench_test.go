@@ -175,7 +175,8 @@ func BenchmarkLargeStore(b *testing.B) {
 	})
 }
 
-// writeEntries writes n valid entries straight to dir, without fsync, as a store would have.
+// writeEntries writes n valid entries straight to dir (absolute), without fsync, as a store would
+// have.
 func writeEntries(tb testing.TB, dir string, n int) {
 	tb.Helper()
 	data := make([]byte, 64)
@@ -186,8 +187,8 @@ func writeEntries(tb testing.TB, dir string, n int) {
 		c := assetContext(fmt.Sprintf("assets/kcs2/img/%d.png", i), data)
 		ctx, _ := encodeContext(c)
 		meta, err := encodeMeta(Meta{ID: id, TargetURL: "https://fusou.dev/api/asset-sync/upload",
-			Headers:   map[string]string{"Origin": "https://fusou.dev", "Content-Type": "image/png"},
-			CreatedAt: created + int64(i%5000), FilePath: binName(id), Context: ctx})
+			Headers:   diskHeaders(map[string]string{"Origin": "https://fusou.dev", "Content-Type": "image/png"}, c.ContentHash),
+			CreatedAt: created + int64(i%5000), FilePath: filepath.Join(dir, binName(id)), Context: ctx})
 		if err != nil {
 			tb.Fatal(err)
 		}

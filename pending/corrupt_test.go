@@ -44,10 +44,14 @@ func TestCorruptionAtOpen(t *testing.T) {
 			e.FilePath = "../../etc/passwd"
 			writeJSON(t, dir, e.Meta)
 		}, "corrupt", "file_path"},
-		{"absolute file_path", func(t *testing.T, dir string, e Entry) {
-			e.FilePath = filepath.Join(dir, e.ID+".bin")
+		{"file_path naming another file", func(t *testing.T, dir string, e Entry) {
+			e.FilePath = filepath.Join(dir, "other.bin")
 			writeJSON(t, dir, e.Meta)
 		}, "corrupt", "file_path"},
+		{"file_path from another folder is rewritten", func(t *testing.T, dir string, e Entry) {
+			e.FilePath = `C:\Users\u\AppData\Roaming\fusou-app\pending_uploads\` + e.ID + ".bin"
+			writeJSON(t, dir, e.Meta)
+		}, "kept", ""},
 		{"symlink bin", func(t *testing.T, dir string, e Entry) {
 			target := filepath.Join(t.TempDir(), "target")
 			mustWriteFile(t, target, bytes.Repeat([]byte("s"), int(e.Context.FileSize)))
@@ -132,6 +136,9 @@ func TestCorruptionAtOpen(t *testing.T) {
 					t.Errorf("store %v, corrupt/ %v: want the entry removed", after, corrupt)
 				}
 			case "kept":
+				if got, err := s2.Get(e.ID); err != nil || got.FilePath != filepath.Join(dir, e.ID+".bin") {
+					t.Errorf("Get = %+v, %v; want file_path %s", got.Meta, err, filepath.Join(dir, e.ID+".bin"))
+				}
 				if len(corrupt) != 0 || !slices.Equal(after, before) {
 					t.Errorf("store %v, corrupt/ %v: want it untouched", after, corrupt)
 				}

@@ -165,8 +165,8 @@ func TestCrash(t *testing.T) {
 			raw, err := os.ReadFile(filepath.Join(dir, rejectedDir, id+".json"))
 			if err != nil {
 				t.Errorf("kill %d: rejected entry %s: %v", kill, id, err)
-			} else if m, _, err := decodeMeta(id, raw); err != nil || m.LastError != "400 from the crash test" {
-				t.Errorf("kill %d: rejected entry %s: %v, last_error %q", kill, id, err, m.LastError)
+			} else if d, err := decodeMeta(id, raw); err != nil || d.meta.LastError != "400 from the crash test" {
+				t.Errorf("kill %d: rejected entry %s: %v, last_error %q", kill, id, err, d.meta.LastError)
 			}
 			if _, err := os.Stat(filepath.Join(dir, rejectedDir, id+".bin")); err != nil {
 				t.Errorf("kill %d: rejected entry %s: %v", kill, id, err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -146,6 +147,7 @@ func (s *Store) Reject(id, reason string) error {
 
 	m := e.e.Meta
 	m.LastError = truncate(reason, maxErrorBytes)
+	m.FilePath = s.path(rejectedDir, binName(id))
 	data, err := encodeMeta(m)
 	if err != nil {
 		return fmt.Errorf("reject %s: encode metadata: %w", id, err)
@@ -194,7 +196,8 @@ func (s *Store) discardReason(e *entry, now time.Time) string {
 
 // Cleanup discards the entries that are at least TTL old (expired) or have MaxAttempts attempts
 // (max_attempts), each logged "Discarded pending upload" with its reason, and returns them.
-// Entries held by TryHold or busy in another call are left for the next Cleanup.
+// Entries held by TryHold or busy in another call are left for the next Cleanup. Unsupported
+// entries go only when expired.
 func (s *Store) Cleanup(now time.Time) []Discarded {
 	if err := s.begin(true); err != nil {
 		return nil
@@ -207,6 +210,36 @@ func (s *Store) Cleanup(now time.Time) []Discarded {
 		if s.discardLocked(v, reasons[i]) {
 			out = append(out, d)
 		}
+	}
+	return append(out, s.expireUnsupported(now)...)
+}
+
+// expireUnsupported removes the unsupported entries that are at least TTL old, .json first.
+func (s *Store) expireUnsupported(now time.Time) []Discarded {
+	s.mu.Lock()
+	ttl := s.opts.TTL
+	var expired []Entry
+	s.unsupported = slices.DeleteFunc(s.unsupported, func(e Entry) bool {
+		old := ttl > 0 && !now.Before(e.Created().Add(ttl))
+		if old {
+			expired = append(expired, e)
+		}
+		return old
+	})
+	s.mu.Unlock()
+	var out []Discarded
+	for _, e := range expired {
+		fields := []zap.Field{zap.String("id", e.ID), zap.String("kind", e.Unsupported), zap.String("reason", ReasonExpired)}
+		err := removeIfExists(s.path(e.ID + ".json"))
+		if err == nil {
+			err = removeIfExists(s.path(binName(e.ID)))
+		}
+		if err != nil {
+			s.log.Error("Failed to discard pending upload", append(fields, zap.Error(err))...)
+			continue
+		}
+		s.log.Warn("Discarded pending upload", fields...)
+		out = append(out, Discarded{ID: e.ID, Reason: ReasonExpired})
 	}
 	return out
 }
@@ -228,9 +261,10 @@ func (s *Store) pick(why func(*entry) string) (victims []*entry, reasons []strin
 	return victims, reasons
 }
 
-// Purge removes every entry (all) or those Cleanup would discard now, for `fusou-proxy pending
-// purge`. progress, if not nil, is called with (0, total) and after each removal. Held entries are
-// skipped. It stops at the first error and returns how many entries it removed.
+// Purge removes every entry to upload (all) or those Cleanup would discard now, for `fusou-proxy
+// pending purge`; unsupported entries go only with the latter, when expired. progress, if not
+// nil, is called with (0, total) and after each removal. Held entries are skipped. It stops at
+// the first error and returns how many entries it removed.
 func (s *Store) Purge(all bool, progress func(done, total int)) (int, error) {
 	if err := s.begin(true); err != nil {
 		return 0, fmt.Errorf("purge: %w", err)
@@ -263,6 +297,9 @@ func (s *Store) Purge(all bool, progress func(done, total int)) (int, error) {
 			}
 		}
 		v.io.Unlock()
+	}
+	if !all && err == nil {
+		done += len(s.expireUnsupported(now)) // TTL is the one thing that removes them
 	}
 	if done > 0 {
 		if serr := s.fs.SyncDir(s.dir); serr != nil && err == nil {

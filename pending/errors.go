@@ -22,4 +22,7 @@ var (
 	ErrInvalid = errors.New("invalid pending entry")
 	// ErrMismatch: the bytes given to Save or Adopt do not match the Context's size or hash.
 	ErrMismatch = errors.New("bytes do not match the context")
+	// ErrBusy: Import found a .json changed within QuietPeriod: a running program may be
+	// writing to the folder.
+	ErrBusy = errors.New("folder is being written to")
 )

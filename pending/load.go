@@ -1,6 +1,7 @@
 package pending
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,11 +18,14 @@ import (
 
 // scanned is what load learned about one <stem>.json.
 type scanned struct {
-	stem    string
-	meta    Meta
-	ctx     Context
-	problem string // why the entry is corrupt; empty if it is sound
-	noBin   bool   // the .json has no .bin beside it
+	stem        string
+	meta        Meta // as the store keeps it: file_path, headers and context in the current format
+	ctx         Context
+	unsupported string // the kind of an entry that is not an asset; see Entry.Unsupported
+	problem     string // why the entry is corrupt; empty if it is sound
+	noBin       bool   // the .json has no .bin beside it
+	stale       bool   // the .json differs from what the store writes for meta: rewrite it
+	secrets     bool   // the .json holds secret headers (written by something else)
 }
 
 // load checks the folder and builds the index (SPEC §6 "On open"). It trusts nothing on disk:
@@ -80,10 +84,13 @@ func (s *Store) load() error {
 	}
 
 	results := s.scan(stems, jsonTypes)
-	var good []*entry
+	var good []*scanned
 	for i := range results {
 		r := &results[i]
 		switch {
+		case r.unsupported != "":
+			// Not ours to upload, nor to change: kept aside until its TTL (Cleanup).
+			s.unsupported = append(s.unsupported, Entry{Meta: r.meta, Unsupported: r.unsupported})
 		case r.noBin && s.rejectedComplete(r.stem):
 			// A Reject stopped after moving the .bin: finish it.
 			if !s.opts.ReadOnly {
@@ -99,51 +106,68 @@ func (s *Store) load() error {
 		case r.problem != "":
 			changed = s.moveToCorrupt(r) || changed
 		default:
-			good = append(good, &entry{e: Entry{Meta: r.meta, Context: r.ctx}})
+			good = append(good, r)
 		}
 	}
-
-	slices.SortFunc(good, func(a, b *entry) int {
-		if entryLess(&a.e, &b.e) {
-			return -1
-		}
-		return 1
-	})
-	s.order = make([]*entry, 0, len(good))
-	for _, e := range good {
-		k := keyHash{e.e.Context.Key, e.e.Context.ContentHash}
-		if kept := s.byKey[k]; kept != nil && !s.opts.ReadOnly {
-			// Only another writer can have made this (Save dedupes); keep the older one.
-			if err := s.removePair(e.e.ID, e.size()); err != nil {
-				return fmt.Errorf("remove duplicate %s: %w", e.e.ID, err)
-			}
-			s.log.Warn("Removed duplicate pending upload", zap.String("id", e.e.ID),
-				zap.String("key", k.key), zap.String("kept", kept.e.ID))
-			changed = true
-			continue
-		}
-		if hasSecrets(e.e.Headers) {
-			e.e.Headers = stripSecrets(e.e.Headers)
-			if !s.opts.ReadOnly {
-				// Written by something else: scrub the secret from disk too.
-				if err := s.writeMeta(e.e.Meta); err != nil {
-					return fmt.Errorf("scrub headers of %s: %w", e.e.ID, err)
-				}
-				s.log.Warn("Removed secret headers from pending upload", zap.String("id", e.e.ID))
-			}
-		}
-		// Same order as good, so this is an append.
-		s.mu.Lock()
-		s.insertLocked(e)
-		s.mu.Unlock()
+	slices.SortFunc(s.unsupported, func(a, b Entry) int { return compareAge(a.Meta, b.Meta) })
+	indexed, err := s.index(good)
+	if err != nil {
+		return err
 	}
-
-	if changed {
+	if changed || indexed {
 		if err := s.fs.SyncDir(s.dir); err != nil {
 			return fmt.Errorf("sync folder: %w", err)
 		}
 	}
 	return nil
+}
+
+// index adds the sound entries to the index, oldest first, removing duplicates and rewriting the
+// stale .json files in the current format (the folder is fsync'd once, by load). It reports
+// whether the folder changed.
+func (s *Store) index(good []*scanned) (changed bool, err error) {
+	slices.SortFunc(good, func(a, b *scanned) int { return compareAge(a.meta, b.meta) })
+	s.order = make([]*entry, 0, len(good))
+	rewritten := 0
+	for _, r := range good {
+		k := keyHash{r.ctx.Key, r.ctx.ContentHash}
+		if kept := s.byKey[k]; kept != nil && !s.opts.ReadOnly {
+			// Only another writer can have made this (Save dedupes); keep the older one.
+			if err := s.removePair(r.meta.ID, r.ctx.FileSize); err != nil {
+				return changed, fmt.Errorf("remove duplicate %s: %w", r.meta.ID, err)
+			}
+			s.log.Warn("Removed duplicate pending upload", zap.String("id", r.meta.ID),
+				zap.String("key", k.key), zap.String("kept", kept.e.ID))
+			changed = true
+			continue
+		}
+		if r.stale && !s.opts.ReadOnly {
+			if err := s.rewriteMeta(r.meta); err != nil {
+				return changed, fmt.Errorf("rewrite metadata of %s: %w", r.meta.ID, err)
+			}
+			if r.secrets {
+				s.log.Warn("Removed secret headers from pending upload", zap.String("id", r.meta.ID))
+			}
+			rewritten++
+			changed = true
+		}
+		// Same order as good, so this is an append.
+		s.mu.Lock()
+		s.insertLocked(&entry{e: Entry{Meta: r.meta, Context: r.ctx}})
+		s.mu.Unlock()
+	}
+	if rewritten > 0 {
+		s.log.Info("Rewrote pending metadata in the current format", zap.Int("entries", rewritten))
+	}
+	return changed, nil
+}
+
+// compareAge orders entries oldest first: by created_at, then id.
+func compareAge(a, b Meta) int {
+	if c := cmp.Compare(a.CreatedAt, b.CreatedAt); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
 }
 
 // rejectedComplete reports whether rejected/ holds both files of stem.
@@ -203,24 +227,75 @@ func (s *Store) check(stem string, typ fs.FileMode, buf []byte) (scanned, []byte
 		return r, buf
 	}
 	buf = data[:0]
-	r.meta, r.ctx, err = decodeMeta(stem, data)
+	d, err := decodeMeta(stem, data)
+	r.meta, r.ctx, r.unsupported = d.meta, d.ctx, d.unsupported
 	if err != nil {
 		r.problem = err.Error()
 		return r, buf
 	}
+	if r.unsupported != "" {
+		return r, buf // left as it is, .bin and all
+	}
+	r.noBin, r.problem = s.checkBin(base+".bin", &r.ctx)
+	if r.noBin || r.problem != "" {
+		return r, buf
+	}
+	current, err := s.currentMeta(r.meta, r.ctx)
+	if err != nil {
+		r.problem = err.Error()
+		return r, buf
+	}
+	// A file in another format (FUSOU's, the seed's, an earlier one of ours), with a file_path
+	// from another folder, or with secrets is rewritten at open, so that the FUSOU app could
+	// read every entry. Layout and field order do not matter to either reader.
+	r.secrets = hasSecrets(r.meta.Headers)
+	r.stale = !d.ours || r.secrets || r.meta.FilePath != current.FilePath ||
+		r.meta.Headers[hashHeader] != r.ctx.ContentHash || r.meta.Context != current.Context
+	r.meta = current
+	return r, buf
+}
+
+// checkBin checks the .bin at path against c, and fills in c's hash when the .json had none.
+// noBin reports a missing .bin; problem, why the entry is corrupt.
+func (s *Store) checkBin(path string, c *Context) (noBin bool, problem string) {
 	// lstat, so that a symlink in place of the .bin is caught rather than followed.
-	size, regular, err := lstatSize(base + ".bin")
+	size, regular, err := lstatSize(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		r.noBin = true
+		return true, ""
 	case err != nil:
-		r.problem = fmt.Sprintf("stat .bin: %v", err)
+		return false, fmt.Sprintf("stat .bin: %v", err)
 	case !regular:
-		r.problem = ".bin is not a regular file"
-	case size != r.ctx.FileSize:
-		r.problem = fmt.Sprintf(".bin is %d bytes, context says %d", size, r.ctx.FileSize)
+		return false, ".bin is not a regular file"
+	case size != c.FileSize:
+		return false, fmt.Sprintf(".bin is %d bytes, context says %d", size, c.FileSize)
+	case c.ContentHash != "":
+		return false, ""
 	}
-	return r, buf
+	// The seed's format has no hash: take it from the bytes, once (the rewrite records it).
+	f, _, err := openRegular(path)
+	if err != nil {
+		return false, fmt.Sprintf("open .bin: %v", err)
+	}
+	defer f.Close()
+	if c.ContentHash, err = hashFile(f); err != nil {
+		return false, fmt.Sprintf("read .bin: %v", err)
+	}
+	return false, ""
+}
+
+// currentMeta is m as the store writes it for the asset c: file_path the absolute path of the
+// .bin in this store, the hash in the content-hash header, no secret headers, and the tagged
+// context.
+func (s *Store) currentMeta(m Meta, c Context) (Meta, error) {
+	ctx, err := encodeContext(c)
+	if err != nil {
+		return m, fmt.Errorf("encode context: %w", err)
+	}
+	m.FilePath = s.path(binName(m.ID))
+	m.Headers = diskHeaders(m.Headers, c.ContentHash)
+	m.Context = ctx
+	return m, nil
 }
 
 // removeStray removes a file that is not part of any entry and logs it. It reports whether the

@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 	"unicode/utf8"
 )
 
-// Meta is an entry's .json file, field for field as SPEC §6 names them.
-// Times are Unix seconds; Context is the JSON document of a Context, kept as a string.
+// Meta is an entry's .json file (SPEC §6): the FUSOU desktop app's serde PendingMeta
+// (packages/fusou-upload/src/pending_store.rs) plus our last_error. Times are Unix seconds;
+// LastAttemptAt 0 means no attempt yet (null on disk). FilePath is the absolute path of the .bin
+// in this store; Context is the JSON document of the upload context, kept as the string it is on
+// disk.
 type Meta struct {
 	ID            string            `json:"id"`
 	TargetURL     string            `json:"target_url"`
@@ -25,7 +27,9 @@ type Meta struct {
 }
 
 // Context describes the asset an entry holds: the stage 1 handshake body (SPEC §5), except that
-// file_size is a JSON number here and a decimal string on the wire.
+// file_size is a JSON number here and a decimal string on the wire. On disk it is FUSOU's
+// UploadContext::Asset, which has no content_hash or file_name: the hash lives in the
+// "content-hash" header and FileName is the last segment of RelativePath.
 type Context struct {
 	RelativePath string `json:"relative_path"`
 	Key          string `json:"key"`
@@ -33,6 +37,9 @@ type Context struct {
 	ContentHash  string `json:"content_hash"`
 	ContentType  string `json:"content_type"`
 	FileName     string `json:"file_name"`
+	// DatasetID is FUSOU's dataset_id, kept as read so that an imported entry loses nothing;
+	// empty is null. This program sends the session's dataset token instead.
+	DatasetID string `json:"dataset_id,omitempty"`
 }
 
 // Entry is one pending upload as the store reports it. Meta.Context is the raw string; the
@@ -43,7 +50,19 @@ type Entry struct {
 	// NotBefore is a Retry-After hint: the retry service should not send before it. It lives
 	// only in memory (SPEC §6 has no field for it), so it is zero after a restart.
 	NotBefore time.Time
+	// Unsupported names the context of an entry this program does not upload (KindSnapshot,
+	// KindCustom or KindNoContext); empty for an asset. Such entries come only from
+	// Store.Unsupported.
+	Unsupported string
 }
+
+// Kinds of entries the store keeps but does not upload: FUSOU's other UploadContext variants,
+// and a null context.
+const (
+	KindSnapshot  = "Snapshot"
+	KindCustom    = "Custom"
+	KindNoContext = "no context"
+)
 
 // Created returns CreatedAt as a time.
 func (e Entry) Created() time.Time { return time.Unix(e.CreatedAt, 0) }
@@ -62,6 +81,8 @@ const (
 	maxMetaBytes = 1 << 20
 	// maxErrorBytes bounds last_error (a status and a body excerpt is what it is for).
 	maxErrorBytes = 4096
+	// hashHeader is the header in which FUSOU keeps the SHA-256 of the .bin.
+	hashHeader = "content-hash"
 )
 
 // secretHeaders are never written to disk (SPEC §6); the session's are attached at send time.
@@ -76,7 +97,7 @@ var secretHeaders = map[string]bool{
 // stripSecrets returns a copy of h without the secret headers, compared case-insensitively.
 // It never returns nil, so that the JSON holds {} rather than null.
 func stripSecrets(h map[string]string) map[string]string {
-	out := make(map[string]string, len(h))
+	out := make(map[string]string, len(h)+1)
 	for k, v := range h {
 		if !secretHeaders[strings.ToLower(strings.TrimSpace(k))] {
 			out[k] = v
@@ -95,8 +116,34 @@ func hasSecrets(h map[string]string) bool {
 	return false
 }
 
+// diskHeaders are the headers an entry of hash is written with: h without secrets, and with
+// the hash under hashHeader alone (any other spelling of it is dropped).
+func diskHeaders(h map[string]string, hash string) map[string]string {
+	out := stripSecrets(h)
+	for k := range out {
+		if strings.EqualFold(strings.TrimSpace(k), hashHeader) {
+			delete(out, k)
+		}
+	}
+	out[hashHeader] = hash
+	return out
+}
+
+// headerHash returns the content-hash header of h, in any letter case, or "".
+func headerHash(h map[string]string) string {
+	if v, ok := h[hashHeader]; ok {
+		return v
+	}
+	for k, v := range h {
+		if strings.EqualFold(strings.TrimSpace(k), hashHeader) {
+			return v
+		}
+	}
+	return ""
+}
+
 // validID reports whether id is a UUID in its canonical form (8-4-4-4-12 lower-case hex digits),
-// the only form the store writes, so that one id names one pair of files even where names are
+// the form both programs write, so that one id names one pair of files even where names are
 // case-insensitive.
 func validID(id string) bool {
 	if len(id) != 36 {
@@ -132,82 +179,82 @@ func validHash(h string) bool {
 
 func isLowerHex(b byte) bool { return '0' <= b && b <= '9' || 'a' <= b && b <= 'f' }
 
-// binName is the only file_path the store accepts for id.
+// binName is the file name of id's bytes.
 func binName(id string) string { return id + ".bin" }
+
+// namesBin reports whether filePath, absolute or relative, in either slash style, ends in
+// <id>.bin. The path is never opened: it only has to agree with the entry's id.
+func namesBin(filePath, id string) bool {
+	last := filePath[strings.LastIndexAny(filePath, `/\`)+1:]
+	return last == binName(id)
+}
 
 // checkContext reports what is wrong with c, or nil.
 func checkContext(c Context) error {
+	if err := checkFields(c); err != nil {
+		return err
+	}
+	if !validHash(c.ContentHash) {
+		return fmt.Errorf("content hash %q is not a lower-case hex SHA-256", c.ContentHash)
+	}
+	return nil
+}
+
+// checkFields is checkContext without the hash.
+func checkFields(c Context) error {
 	switch {
 	case c.Key == "":
 		return fmt.Errorf("context has no key")
-	case !validHash(c.ContentHash):
-		return fmt.Errorf("context content_hash %q is not a lower-case hex SHA-256", c.ContentHash)
 	case c.FileSize < 0:
 		return fmt.Errorf("context file_size %d is negative", c.FileSize)
 	}
 	return nil
 }
 
-// decodeMeta parses and checks a .json file named stem+".json". Every failure means the entry is
-// corrupt; the error says why, for the log.
-func decodeMeta(stem string, data []byte) (Meta, Context, error) {
-	if len(data) > maxMetaBytes {
-		return Meta{}, Context{}, fmt.Errorf("json is %d bytes, over the %d byte limit", len(data), maxMetaBytes)
-	}
-	m, c, fast := fastDecodeMeta(data)
-	if !fast {
-		m = Meta{}
-		if err := json.Unmarshal(data, &m); err != nil {
-			return m, Context{}, fmt.Errorf("bad json: %w", err)
-		}
-	}
-	if !validID(m.ID) {
-		return m, Context{}, fmt.Errorf("id %q is not a UUID", m.ID)
-	}
-	if m.ID != stem {
-		return m, Context{}, fmt.Errorf("id %q does not match file name %q", m.ID, stem+".json")
-	}
-	// file_path is relative to the store and must name <id>.bin there; an absolute path or one
-	// that climbs out is refused, so the store never follows a path out of its folder.
-	p := filepath.FromSlash(m.FilePath)
-	if m.FilePath == "" || filepath.IsAbs(p) || strings.HasPrefix(m.FilePath, "/") ||
-		filepath.VolumeName(p) != "" || filepath.Clean(p) != binName(m.ID) {
-		return m, Context{}, fmt.Errorf("file_path %q does not resolve to %s in the store", m.FilePath, binName(m.ID))
-	}
-	if !fast {
-		c = Context{}
-		if err := json.Unmarshal([]byte(m.Context), &c); err != nil {
-			return m, c, fmt.Errorf("bad context json: %w", err)
-		}
-	}
-	if err := checkContext(c); err != nil {
-		return m, c, err
-	}
-	if m.AttemptCount < 0 {
-		return m, c, fmt.Errorf("attempt_count %d is negative", m.AttemptCount)
-	}
-	return m, c, nil
-}
-
-// encodeMeta renders m as its .json file. HTML escaping is off so that URLs keep their & and
-// the file stays in fastDecodeMeta's subset.
+// encodeMeta renders m as its .json file. HTML escaping is off so that URLs keep their &.
 func encodeMeta(m Meta) ([]byte, error) {
+	f := metaFile{
+		ID:           m.ID,
+		TargetURL:    m.TargetURL,
+		Headers:      m.Headers,
+		CreatedAt:    m.CreatedAt,
+		AttemptCount: m.AttemptCount,
+		FilePath:     m.FilePath,
+		LastError:    &m.LastError,
+	}
+	if f.Headers == nil {
+		f.Headers = map[string]string{} // serde's HashMap refuses null
+	}
+	if m.LastAttemptAt != 0 {
+		f.LastAttemptAt = &m.LastAttemptAt
+	}
+	if m.Context != "" {
+		f.Context = &m.Context
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(m); err != nil {
+	if err := enc.Encode(f); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
 }
 
-// encodeContext renders c as the string kept in Meta.Context.
+// encodeContext renders c as the string kept in Meta.Context: FUSOU's tagged
+// {"Asset":{...}} with exactly UploadContext::Asset's five fields.
 func encodeContext(c Context) (string, error) {
+	a := assetFile{RelativePath: c.RelativePath, Key: c.Key, FileSize: c.FileSize}
+	if c.DatasetID != "" {
+		a.DatasetID = &c.DatasetID
+	}
+	if c.ContentType != "" {
+		a.ContentType = &c.ContentType
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(c); err != nil {
+	if err := enc.Encode(taggedAsset{Asset: a}); err != nil {
 		return "", err
 	}
 	return strings.TrimSuffix(buf.String(), "\n"), nil

@@ -276,9 +276,9 @@ func checkModel(rt *rapid.T, s *Store, m *storeModel, dir string) {
 		if err != nil {
 			rt.Fatalf("rejected %s: %v", id, err)
 		}
-		meta, _, err := decodeMeta(id, raw)
-		if err != nil || meta.LastError != e.rejectReason {
-			rt.Fatalf("rejected %s: %v, last_error %q", id, err, meta.LastError)
+		d, err := decodeMeta(id, raw)
+		if err != nil || d.meta.LastError != e.rejectReason {
+			rt.Fatalf("rejected %s: %v, last_error %q", id, err, d.meta.LastError)
 		}
 	}
 	jsons := 0

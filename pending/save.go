@@ -21,6 +21,17 @@ import (
 // MaxBytes, the oldest entries are evicted first, each logged. A failure (a full disk, say) is
 // logged and leaves no file behind.
 func (s *Store) Save(c Context, targetURL string, headers map[string]string, body io.Reader) (_ Entry, created bool, err error) {
+	return s.save(c, s.newMeta(targetURL, headers), body, true)
+}
+
+// newMeta is the template of a new entry's metadata: created now, never attempted.
+func (s *Store) newMeta(targetURL string, headers map[string]string) Meta {
+	return Meta{TargetURL: targetURL, Headers: headers, CreatedAt: s.opts.Now().Unix()}
+}
+
+// save is Save of an entry whose metadata starts as tmpl; evict says whether the oldest entries
+// may be evicted to make room (see commit).
+func (s *Store) save(c Context, tmpl Meta, body io.Reader, evict bool) (_ Entry, created bool, err error) {
 	if err := s.begin(true); err != nil {
 		return Entry{}, false, fmt.Errorf("save %s: %w", c.Key, err)
 	}
@@ -70,7 +81,7 @@ func (s *Store) Save(c Context, targetURL string, headers map[string]string, bod
 		defer release()
 	}
 
-	e, err := s.commit(c, targetURL, headers, tmp, false)
+	e, err := s.commit(c, tmpl, tmp, false, evict)
 	if err != nil {
 		return Entry{}, false, fmt.Errorf("save %s: %w", c.Key, err)
 	}
@@ -107,7 +118,7 @@ func (s *Store) Adopt(c Context, targetURL string, headers map[string]string, pa
 	if err := syncFile(path, c.FileSize); err != nil {
 		return Entry{}, false, fmt.Errorf("adopt %s: %w", c.Key, err)
 	}
-	e, err := s.commit(c, targetURL, headers, path, true)
+	e, err := s.commit(c, s.newMeta(targetURL, headers), path, true, true)
 	if err != nil {
 		return Entry{}, false, fmt.Errorf("adopt %s: %w", c.Key, err)
 	}
@@ -143,20 +154,15 @@ func syncFile(path string, want int64) error {
 // commit turns the fsync'd file src into <id>.bin and writes <id>.json beside it (SPEC §6): both
 // are durable in temp or source files before either rename, the .json rename commits the entry,
 // and one folder fsync makes both renames durable. On failure nothing of the entry is left, and
-// an adopted src is put back.
-func (s *Store) commit(c Context, targetURL string, headers map[string]string, src string, adopted bool) (Entry, error) {
-	ctx, err := encodeContext(c)
-	if err != nil {
-		return Entry{}, fmt.Errorf("encode context: %w", err)
-	}
+// an adopted src is put back. tmpl gives the new entry's target_url, headers, times, attempts
+// and last error; its id, file_path and context are the store's. Without evict, a store at its
+// limits fails with ErrFull instead of evicting its oldest entries.
+func (s *Store) commit(c Context, tmpl Meta, src string, adopted, evict bool) (Entry, error) {
 	id := uuid.NewString()
-	m := Meta{
-		ID:        id,
-		TargetURL: targetURL,
-		Headers:   stripSecrets(headers),
-		CreatedAt: s.opts.Now().Unix(),
-		FilePath:  binName(id),
-		Context:   ctx,
+	tmpl.ID = id
+	m, err := s.currentMeta(tmpl, c)
+	if err != nil {
+		return Entry{}, err
 	}
 	data, err := encodeMeta(m)
 	if err != nil {
@@ -176,7 +182,7 @@ func (s *Store) commit(c Context, targetURL string, headers map[string]string, s
 		}
 	}()
 
-	if err := s.makeRoom(c.FileSize); err != nil {
+	if err := s.makeRoom(c.FileSize, evict); err != nil {
 		return Entry{}, err
 	}
 	defer s.unreserveRoom(c.FileSize)
@@ -248,10 +254,10 @@ func (e *entry) snapshotSafe(s *Store) Entry {
 	return e.snapshot()
 }
 
-// makeRoom reserves space for a new entry of size bytes, evicting the oldest entries that are not
-// being uploaded (SPEC §6) until the limits hold. The caller must unreserveRoom(size) once the
-// entry is committed or abandoned.
-func (s *Store) makeRoom(size int64) error {
+// makeRoom reserves space for a new entry of size bytes, evicting (if evict) the oldest entries
+// that are not being uploaded (SPEC §6) until the limits hold. The caller must unreserveRoom(size)
+// once the entry is committed or abandoned.
+func (s *Store) makeRoom(size int64, evict bool) error {
 	s.mu.Lock()
 	maxFiles, maxBytes := s.opts.MaxFiles, s.opts.MaxBytes // SetLimits changes them under mu
 	if maxBytes > 0 && size > maxBytes {
@@ -262,6 +268,10 @@ func (s *Store) makeRoom(size int64) error {
 	total := s.bytes + s.reservedBytes + size
 	over := func() bool {
 		return (maxFiles > 0 && files > maxFiles) || (maxBytes > 0 && total > maxBytes)
+	}
+	if !evict && over() {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: max_pending_files %d or max_pending_bytes %d reached", ErrFull, maxFiles, maxBytes)
 	}
 	var victims []*entry
 	for _, v := range s.order {
@@ -328,6 +338,24 @@ func (s *Store) removePair(id string, size int64) error {
 		return err
 	}
 	return s.retire(s.path(binName(id)), size)
+}
+
+// rewriteMeta atomically rewrites <id>.json, leaving the folder's fsync to the caller: temp file,
+// fsync, rename.
+func (s *Store) rewriteMeta(m Meta) error {
+	data, err := encodeMeta(m)
+	if err != nil {
+		return fmt.Errorf("encode metadata: %w", err)
+	}
+	tmp, err := s.writeTempBytes(s.dir, data)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.path(m.ID+".json")); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("rename temp file: %w", err)
+	}
+	return nil
 }
 
 // writeMeta atomically rewrites <id>.json.

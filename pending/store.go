@@ -10,10 +10,13 @@
 // outcome; Cleanup and Purge remove what should no longer be retried. TryHold is an in-memory lease
 // so that a live upload and a retry pass never send one entry twice at once.
 //
-// On disk an entry is <id>.bin (the bytes) and <id>.json (Meta, exactly SPEC §6's fields). The
-// store also keeps, in memory only, a Retry-After hint per entry (Entry.NotBefore): the SPEC's
-// JSON has no field for it, so it is forgotten on restart and the retry service falls back to
-// its own backoff.
+// On disk an entry is <id>.bin (the bytes) and <id>.json (Meta), in the FUSOU desktop app's own
+// format so that entries move between the two programs (SPEC §6, docs/FORMATS.md). Open also
+// reads the app's older formats and this program's earlier one, rewriting them in the current
+// format; entries whose context is not an asset are kept aside, untouched (Unsupported), and
+// Import copies the app's entries in. The store also keeps, in memory only, a Retry-After hint
+// per entry (Entry.NotBefore): the SPEC's JSON has no field for it, so it is forgotten on
+// restart and the retry service falls back to its own backoff.
 //
 // Only this package opens files in the folder; the rest of the program goes through a Store.
 package pending
@@ -134,6 +137,8 @@ type Store struct {
 	// spares are the paths of files kept for reuse (spare.go); spareSeq numbers their names.
 	spares   []string
 	spareSeq int64
+	// unsupported are the entries that are not assets (Entry.Unsupported), oldest first.
+	unsupported []Entry
 }
 
 type keyHash struct{ key, hash string }
@@ -173,8 +178,13 @@ func Open(opts Options) (*Store, error) {
 	opts.TTL = orDefault(opts.TTL, DefaultTTL)
 	opts.MaxAttempts = orDefault(opts.MaxAttempts, DefaultMaxAttempts)
 
+	// Absolute, because every .json names its .bin by absolute path (SPEC §6).
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open pending store: %w", err)
+	}
 	s := &Store{
-		dir:      filepath.Clean(opts.Dir),
+		dir:      dir,
 		opts:     opts,
 		log:      opts.Logger,
 		fs:       opts.fs,
@@ -248,7 +258,7 @@ func (s *Store) begin(write bool) error {
 	return nil
 }
 
-// List returns every entry, oldest first (created_at, then id). It reads only memory.
+// List returns every entry to upload, oldest first (created_at, then id). It reads only memory.
 func (s *Store) List() []Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -261,7 +271,20 @@ func (s *Store) List() []Entry {
 	return out
 }
 
-// Get returns one entry, or ErrNotFound.
+// Unsupported returns the entries whose context is not an asset (Entry.Unsupported says which),
+// oldest first. They are never uploaded nor changed; Cleanup removes them at their TTL.
+func (s *Store) Unsupported() []Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Entry, len(s.unsupported))
+	for i, e := range s.unsupported {
+		out[i] = e
+		out[i].Headers = maps.Clone(e.Headers)
+	}
+	return out
+}
+
+// Get returns one entry to upload, or ErrNotFound.
 func (s *Store) Get(id string) (Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

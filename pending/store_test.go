@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -167,8 +168,8 @@ func TestAdopt(t *testing.T) {
 	if after.Mode().Perm() != 0o600 {
 		t.Errorf(".bin mode = %v, want 0600", after.Mode().Perm())
 	}
-	if len(e.Headers) != 0 {
-		t.Errorf("headers = %v", e.Headers)
+	if want := map[string]string{"content-hash": e.Context.ContentHash}; !maps.Equal(e.Headers, want) {
+		t.Errorf("headers = %v, want only the hash (the Cookie dropped)", e.Headers)
 	}
 	if got := readEntry(t, s.Store, e.ID); !bytes.Equal(got, data) {
 		t.Errorf("bytes = %q", got)
@@ -547,9 +548,9 @@ func TestDeleteAndReject(t *testing.T) {
 		t.Errorf("rejected/ = %v", got)
 	}
 	raw, _ := os.ReadFile(filepath.Join(dir, rejectedDir, b.ID+".json"))
-	m, _, err := decodeMeta(b.ID, raw)
-	if err != nil || m.LastError != reason[:maxErrorBytes] {
-		t.Errorf("rejected meta: %v, last_error of %d bytes", err, len(m.LastError))
+	d, err := decodeMeta(b.ID, raw)
+	if err != nil || d.meta.LastError != reason[:maxErrorBytes] {
+		t.Errorf("rejected meta: %v, last_error of %d bytes", err, len(d.meta.LastError))
 	}
 	if got := s.logs.FilterMessage("Rejected pending upload").Len(); got != 1 {
 		t.Errorf("%d reject log lines", got)

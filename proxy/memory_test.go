@@ -57,6 +57,9 @@ type memChild struct {
 	Upstream   string // host:port of the game server; every MITM'd dial goes there
 	UpstreamCA string // PEM file of the game server's CA
 	UploadURL  string // the API fake's upload endpoint
+	Access     string // a session the fake issued, for the child's uploads
+	Refresh    string
+	Dataset    string
 }
 
 // memReport is what the subprocess answers at the end.
@@ -94,7 +97,9 @@ func TestMemoryStreaming2GB(t *testing.T) {
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: upCA.cert.Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ := json.Marshal(memChild{Dir: dir, Upstream: game.Listener.Addr().String(), UpstreamCA: caFile, UploadURL: api.UploadEndpoint})
+	tok := api.NewSession()
+	cfg, _ := json.Marshal(memChild{Dir: dir, Upstream: game.Listener.Addr().String(), UpstreamCA: caFile, UploadURL: api.UploadEndpoint,
+		Access: tok.Access, Refresh: tok.Refresh, Dataset: tok.Dataset})
 
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestMemoryChild$")
 	cmd.Env = append(os.Environ(), memChildEnv+"="+string(cfg))
@@ -226,13 +231,13 @@ func TestMemoryChild(t *testing.T) {
 	}
 	defer st.Close()
 	sess := &assets.SessionHolder{}
-	sess.Set(assets.Session{AccessToken: assettest.AccessToken, RefreshToken: "refresh"})
+	sess.Set(assets.Session{AccessToken: cfg.Access, RefreshToken: cfg.Refresh, DatasetToken: cfg.Dataset})
 	up, err := assets.NewUploader(assets.UploaderOptions{Endpoint: cfg.UploadURL, Session: sess})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pl, err := assets.NewPipeline(assets.PipelineOptions{Store: st, Uploader: up, Session: sess,
-		SpoolDir: filepath.Join(cfg.Dir, "spool"), Endpoint: cfg.UploadURL, Settings: assets.Settings{Enable: true}})
+		SpoolDir: filepath.Join(cfg.Dir, "spool"), Endpoint: cfg.UploadURL, Settings: assets.Settings{Enable: true, Extensions: []string{"png"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,8 @@ func newTestPipeline(tb testing.TB) (*assets.Pipeline, *pending.Store, *assettes
 	}
 	tb.Cleanup(func() { st.Close() })
 	sess := &assets.SessionHolder{}
-	sess.Set(assets.Session{AccessToken: assettest.AccessToken, RefreshToken: "refresh"})
+	tok := srv.NewSession()
+	sess.Set(assets.Session{AccessToken: tok.Access, RefreshToken: tok.Refresh, DatasetToken: tok.Dataset})
 	up, err := assets.NewUploader(assets.UploaderOptions{Endpoint: srv.UploadEndpoint, Session: sess})
 	if err != nil {
 		tb.Fatal(err)

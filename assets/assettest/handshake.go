@@ -1,66 +1,89 @@
 package assettest
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // maxHandshakeBody bounds the stage-1 JSON body.
 const maxHandshakeBody = 64 << 10
 
-// tokenClaims is what an upload token carries, signed.
-type tokenClaims struct {
-	Key          string `json:"key"`
-	RelativePath string `json:"relative_path"`
-	DeclaredSize int64  `json:"declared_size"`
-	FileName     string `json:"file_name"`
-	ContentHash  string `json:"content_hash"`
-	ExpiresAt    int64  `json:"exp"` // Unix milliseconds
-	Serial       uint64 `json:"n"`
-}
-
-// serveHandshake is stage 1: validate the asset's description and hand out
-// a signed upload token.
+// serveHandshake is stage 1: check the tokens, validate the asset's
+// description and hand out a signed upload token.
 func (s *Server) serveHandshake(w http.ResponseWriter, r *http.Request) {
-	if !s.bearerOK(w, r) {
+	tok, ok := uploadBearer(r)
+	if !ok { // upload.ts:102-108
+		writeError(w, http.StatusUnauthorized, "Missing Authorization bearer token", "AUTH_MISSING")
+		return
+	}
+	if s.verifyAccess(tok) != nil { // upload.ts:109-112
+		writeError(w, http.StatusUnauthorized, "Invalid or expired JWT token", "")
+		return
+	}
+	// Any JSON will do (upload.ts:114-120); fields are read off an object
+	// only, as JavaScript reads undefined off anything else.
+	raw, err := readJSON(w, r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "Invalid JSON body", "")
 		return
 	}
 	var body map[string]json.RawMessage
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxHandshakeBody)).Decode(&body); err != nil || body == nil {
-		writeError(w, http.StatusBadRequest, "body is not a JSON object", "")
+	json.Unmarshal(raw, &body) // a non-object leaves body nil: no fields
+
+	// The dataset token is always required (assets.ts:69): the header,
+	// else the body's field (utils.ts:642-649), then utils.ts:651-670.
+	dataset := strings.TrimSpace(r.Header.Get("X-Dataset-Token"))
+	if dataset == "" {
+		dataset = strings.TrimSpace(jsonString(body, "dataset_token"))
+	}
+	if dataset == "" {
+		writeError(w, http.StatusUnauthorized, "dataset_token is required", "")
 		return
 	}
-	if !s.datasetTokenOK(w, r, body) {
+	user, err := s.verifyDataset(dataset)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "Invalid or expired dataset_token", "")
+		return
+	}
+	if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		// The validator reads body.key of null and throws; Hono's error
+		// handler answers (app.ts:192-200).
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": true, "message": "Internal server error"})
 		return
 	}
 
-	key, ok := sanitizeKey(jsonString(body, "key"))
+	key, ok := sanitizeKey(jsonString(body, "key")) // assets.ts:75-78
 	if !ok {
-		writeError(w, http.StatusBadRequest, "key missing or invalid", "")
+		writeError(w, http.StatusBadRequest, "Invalid or empty key", "")
 		return
 	}
-	relPath, ok := sanitizeKey(jsonString(body, "relative_path"))
+	relPath, ok := sanitizeKey(jsonString(body, "relative_path")) // assets.ts:80-85
 	if !ok {
-		writeError(w, http.StatusBadRequest, "relative_path missing or invalid", "")
+		writeError(w, http.StatusBadRequest, "Invalid relative_path", "")
 		return
 	}
+	// assets.ts:87-96 wants a JSON string holding a number in (0, 200 MiB];
+	// stricter here, decimal digits only (SPEC §5).
 	size, ok := parseSize(jsonString(body, "file_size"))
 	if !ok {
-		writeError(w, http.StatusBadRequest, "file_size must be a decimal string in (0, 200 MiB]", "")
+		writeError(w, http.StatusBadRequest, "Invalid file size", "")
 		return
 	}
+	// assets.ts:98-102 wants it non-empty; stricter here, lower-case hex
+	// SHA-256 (SPEC §4).
 	hash := strings.TrimSpace(jsonString(body, "content_hash"))
 	if !isSHA256Hex(hash) {
-		writeError(w, http.StatusBadRequest, "content_hash must be 64 lower-case hex digits", "")
+		writeError(w, http.StatusBadRequest, "content_hash (SHA-256) is required", "")
 		return
 	}
+	// Ignored by the real server; SPEC §4 has the client send it.
 	if strings.TrimSpace(jsonString(body, "content_type")) == "" {
 		writeError(w, http.StatusBadRequest, "content_type missing", "")
 		return
@@ -69,14 +92,14 @@ func (s *Server) serveHandshake(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, name := range []string{fileName, key, relPath} {
+	for _, name := range []string{fileName, key, relPath} { // assets.ts:104-114
 		if !s.allowedExt[extension(name)] {
-			writeError(w, http.StatusUnsupportedMediaType, "file type not allowed", "")
+			writeError(w, http.StatusUnsupportedMediaType, "This file type is not allowed for upload", "")
 			return
 		}
 	}
-	if o, ok := s.objects[key]; ok && o.ContentHash == hash {
-		writeError(w, http.StatusConflict, "asset already stored with this content_hash", "")
+	if o, ok := s.objects[key]; ok && o.ContentHash == hash { // assets.ts:117-131
+		writeError(w, http.StatusConflict, "Asset already exists and content has not changed", "")
 		return
 	}
 
@@ -86,23 +109,28 @@ func (s *Server) serveHandshake(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	s.tokenSerial++
-	claims := tokenClaims{
-		Key:          key,
-		RelativePath: relPath,
-		DeclaredSize: size,
-		FileName:     fileName,
-		ContentHash:  hash,
-		ExpiresAt:    now.Add(ttl).UnixMilli(),
-		Serial:       s.tokenSerial,
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"key":           key,
+		"relative_path": relPath,
+		"declared_size": size,
+		"file_name":     fileName,
+		"content_hash":  hash,
+		"user_id":       user, // the dataset token's sub (upload.ts:153)
+		"exp":           jwt.NewNumericDate(now.Add(ttl)),
+		"serial":        s.tokenSerial, // the fake's own, for ExpireUploadTokens
+	}).SignedString(s.uploadSecret)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "sign the upload token: "+err.Error(), "")
+		return
 	}
 	uploadURL := UploadPath
 	if !s.relativeURL {
 		uploadURL = s.URL + UploadPath
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	writeJSON(w, http.StatusOK, map[string]any{ // upload.ts:217-222
 		"uploadUrl": uploadURL,
-		"token":     s.sign(claims),
-		"expiresAt": now.Add(ttl).UTC().Format(time.RFC3339Nano),
+		"token":     token,
+		"expiresAt": now.Add(ttl).UTC().Format("2006-01-02T15:04:05.000Z"),
 		"fields": map[string]any{
 			"key":           key,
 			"relative_path": relPath,
@@ -112,75 +140,40 @@ func (s *Server) serveHandshake(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// datasetTokenOK checks the dataset token when SetDatasetTokens asked for
-// one, answering 401 when it is missing or unknown.
-func (s *Server) datasetTokenOK(w http.ResponseWriter, r *http.Request, body map[string]json.RawMessage) bool {
-	s.mu.Lock()
-	want := s.datasetTokens
-	s.mu.Unlock()
-	if len(want) == 0 {
-		return true
+// readJSON reads a request body that must be one JSON value.
+func readJSON(w http.ResponseWriter, r *http.Request) (json.RawMessage, error) {
+	var raw json.RawMessage
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxHandshakeBody))
+	if err := dec.Decode(&raw); err != nil {
+		return nil, err
 	}
-	tok := strings.TrimSpace(r.Header.Get("X-Dataset-Token"))
-	if tok == "" {
-		tok = strings.TrimSpace(jsonString(body, "dataset_token"))
+	if dec.More() {
+		return nil, errors.New("data after the JSON value")
 	}
-	switch {
-	case tok == "":
-		writeError(w, http.StatusUnauthorized, "dataset token required", "")
-		return false
-	case !want[tok]:
-		writeError(w, http.StatusUnauthorized, "dataset token invalid or expired", "")
-		return false
-	}
-	return true
+	return raw, nil
 }
 
 // realTokenTTL is the real server's upload-token lifetime: 30 s per MiB
-// plus 300 s, kept between 1 min and 1 h.
+// plus 300 s, kept between 1 min and 1 h (upload.ts:176-192).
 func realTokenTTL(size int64) time.Duration {
 	secs := (size*30+(1<<20)-1)>>20 + 300
 	return time.Duration(min(max(secs, 60), 3600)) * time.Second
 }
 
-// sign encodes claims as base64url(JSON) "." base64url(HMAC-SHA256).
-func (s *Server) sign(c tokenClaims) string {
-	payload, _ := json.Marshal(c) // plain struct: cannot fail
-	p := base64.RawURLEncoding.EncodeToString(payload)
-	m := hmac.New(sha256.New, s.secret)
-	m.Write([]byte(p))
-	return p + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
-}
+var errUploadTokenVoid = errors.New("upload token voided by ExpireUploadTokens")
 
-var (
-	errTokenInvalid = errors.New("upload token invalid")
-	errTokenExpired = errors.New("upload token expired")
-)
-
-// verify checks an upload token's signature, expiry and serial.
-func (s *Server) verify(tok string) (tokenClaims, error) {
-	var c tokenClaims
-	p, sig, ok := strings.Cut(tok, ".")
-	if !ok {
-		return c, errTokenInvalid
-	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+// verifyUpload checks an upload token's signature and expiry, with no
+// leeway (utils.ts:137-148), and its serial.
+func (s *Server) verifyUpload(tok string) (jwt.MapClaims, error) {
+	c, err := s.verifyHMAC(tok, s.uploadSecret)
 	if err != nil {
-		return c, errTokenInvalid
+		return nil, err
 	}
-	m := hmac.New(sha256.New, s.secret)
-	m.Write([]byte(p))
-	if !hmac.Equal(got, m.Sum(nil)) {
-		return c, errTokenInvalid
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(p)
-	if err != nil || json.Unmarshal(payload, &c) != nil {
-		return c, errTokenInvalid
-	}
+	serial, _ := c["serial"].(float64)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c.Serial <= s.validAfter || s.now().UnixMilli() > c.ExpiresAt {
-		return c, errTokenExpired
+	if uint64(serial) <= s.validAfter {
+		return nil, errUploadTokenVoid
 	}
 	return c, nil
 }
@@ -194,9 +187,9 @@ func jsonString(body map[string]json.RawMessage, name string) string {
 	return v
 }
 
-// sanitizeKey normalises a key or relative path as the real server does:
-// "\" becomes "/", leading slashes go, and "" or anything holding ".." is
-// refused.
+// sanitizeKey normalises a key or relative path as the real server does
+// (utils.ts:394-399): "\" becomes "/", leading slashes go, and "" or
+// anything holding ".." is refused.
 func sanitizeKey(v string) (string, bool) {
 	v = strings.TrimLeft(strings.ReplaceAll(v, `\`, "/"), "/")
 	if v == "" || strings.Contains(v, "..") {
@@ -206,7 +199,7 @@ func sanitizeKey(v string) (string, bool) {
 }
 
 // sanitizeFileName keeps the last path segment, trimmed, without control
-// characters; "" when nothing is left.
+// characters; "" when nothing is left (utils.ts:402-409).
 func sanitizeFileName(v string) string {
 	v = strings.ReplaceAll(v, `\`, "/")
 	v = strings.TrimSpace(v[strings.LastIndex(v, "/")+1:])
@@ -218,7 +211,8 @@ func sanitizeFileName(v string) string {
 	}, v)
 }
 
-// extension is the lower-case text after the last dot, or "".
+// extension is the lower-case text after the last dot, or "" when there is
+// none or nothing follows it (utils.ts:365-371).
 func extension(name string) string {
 	name = strings.ToLower(strings.TrimSpace(name))
 	i := strings.LastIndex(name, ".")

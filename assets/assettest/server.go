@@ -1,76 +1,10 @@
-// Package assettest provides an in-process fake of the FUSOU asset-sync API,
-// for tests, in the manner of net/http/httptest.
-//
-// Start one with NewServer or NewTLSServer, point an uploader at
-// UploadEndpoint and KeysEndpoint, and use the knobs (AddToken, AddFaults,
-// ExpireUploadTokens, ...) and counters (Requests, Uploads, LastHeader, ...)
-// to steer and observe it. Every method is safe for concurrent use.
-//
-// # What it models
-//
-// The fake follows the real server (packages/FUSOU-WEB, routes/assets.ts and
-// utils/upload.ts in github.com/tsukasa-u/FUSOU):
-//
-//   - One URL serves both upload stages: a POST without X-Upload-Token is the
-//     handshake (stage 1), a POST with one is the upload (stage 2). The
-//     handshake answers an absolute uploadUrl pointing at that same URL.
-//   - Every route wants "Authorization: Bearer <access token>"; a missing or
-//     unknown token is a 401 with a JSON {"error","code"} body. At stage 2 the
-//     upload token is checked before the bearer token, as the real server does.
-//   - Stage 1 reads a JSON body: key and relative_path must be non-empty,
-//     without "..", a leading "/" is dropped and "\" becomes "/"; file_size
-//     must be a JSON string holding a size in (0, 200 MiB]; content_hash is
-//     required; the extension of file_name, key and relative_path must all be
-//     in the allow-list (png, jpg, jpeg, gif, webp, bmp, json by default),
-//     else 415. A key already stored with the same content_hash is a 409; the
-//     same key with a new hash is accepted (a new game version).
-//   - The stage-1 answer is {"uploadUrl","token","expiresAt","fields"}. The
-//     token is signed (HMAC-SHA256) and carries the key, size and hash. Its
-//     lifetime is the real server's: 30 s per MiB plus 300 s, between 60 s
-//     and 1 h, unless SetUploadTokenTTL says otherwise.
-//   - Stage 2 rejects a bad or expired upload token with 401, hashes the body
-//     (SHA-256) and answers 400 when it does not match the handshake's hash;
-//     on success it answers 200 {"key","size"}.
-//   - X-Dataset-Token (or a "dataset_token" field of the JSON body) is checked
-//     at stage 1 only; missing or unknown is a 401. The real server always
-//     requires it; the fake only does after SetDatasetTokens.
-//   - GET keys accepts since=<ms> (a value that is not a positive integer
-//     means a full listing) and answers {"keys","items","total","refreshedAt",
-//     "cacheExpiresAt","cached","incremental","snapshotUpperAt",
-//     "snapshotUpperMs"}, items newest first, holding only items uploaded
-//     after since and at or before snapshotUpperMs.
-//
-// # Where it differs
-//
-// SPEC §5 is the client's contract; where it asks for more than the real
-// server does, the fake is stricter so that client bugs show up in tests:
-//
-//   - file_size must be decimal digits (the real server also takes "1e3");
-//     content_hash must be 64 lower-case hex digits (the real server only
-//     wants it non-empty); content_type must be a non-empty string (the real
-//     server ignores it).
-//   - Stage 2 wants a Content-Length (411 without one) equal to the size of
-//     the handshake (400 otherwise); the real server reads whatever comes.
-//   - Stage 2 answers 409 when the (key, hash) was stored meanwhile, as SPEC
-//     §5 foresees; the real server overwrites the object and answers 200.
-//   - uploadedAt values are made strictly increasing and never at or below a
-//     snapshotUpperMs already handed out, so a since cursor never misses an
-//     item; the real server takes Date.now() and can race.
-//   - The fake keeps only the hash and size of each object unless KeepBytes
-//     is on, so a 200 MB upload costs no memory.
-//   - There is no R2 bucket, KV cache or D1 table behind it: "cached" is
-//     always false and cacheExpiresAt is refreshedAt plus 6 h.
-//
-// Two things of the real server a client should know, which the fake
-// reproduces: its allow-list refuses with 415 everything but images and
-// JSON, so a captured .mp4 or .mp3 (SPEC §4 gives them content types) is a
-// permanent failure unless FUSOU widens ASSET_SYNC_ALLOWED_EXTENSIONS; and a
-// 409 means "this key with this hash", while the same key with a new hash
-// is stored again, which SPEC §5's dedupe relies on.
 package assettest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -78,29 +12,31 @@ import (
 	"time"
 )
 
-// Paths served by the fake, as on fusou.dev.
+// Paths served by the fake: the asset routes as on fusou.dev, the auth
+// routes as on a Supabase project.
 const (
 	UploadPath = "/api/asset-sync/upload"
 	KeysPath   = "/api/asset-sync/keys"
+	TokenPath  = "/auth/v1/token"
+	JWKSPath   = "/auth/v1/.well-known/jwks.json"
 )
 
-// AccessToken is the bearer token a new Server accepts.
-const AccessToken = "assettest-access-token"
-
-// MaxUploadBytes is the real server's size limit, 200 MiB.
+// MaxUploadBytes is the real server's size limit, 200 MiB (constants.ts:5).
 const MaxUploadBytes = 200 << 20
 
-// DefaultAllowedExtensions is the real server's default extension allow-list.
+// DefaultAllowedExtensions is the real server's default extension
+// allow-list (constants.ts:59-68).
 var DefaultAllowedExtensions = []string{"png", "jpg", "jpeg", "gif", "webp", "bmp", "json"}
 
-// Route names one of the fake's three endpoints, for faults and counters.
+// Route names one of the fake's endpoints, for faults and counters.
 type Route int
 
-// The routes of the asset-sync API.
+// The routes of the asset-sync API and of Supabase Auth.
 const (
 	Handshake Route = iota // POST upload without X-Upload-Token (stage 1)
 	Upload                 // POST upload with X-Upload-Token (stage 2)
 	Keys                   // GET keys
+	Refresh                // POST /auth/v1/token (refresh_token grant)
 	numRoutes
 )
 
@@ -112,6 +48,8 @@ func (r Route) String() string {
 		return "upload"
 	case Keys:
 		return "keys"
+	case Refresh:
+		return "refresh"
 	}
 	return "route(?)"
 }
@@ -119,46 +57,53 @@ func (r Route) String() string {
 // Object is what the fake stores for one key.
 type Object struct {
 	Key         string
-	ContentHash string
+	ContentHash string // "" for an object seeded without one (listed as null)
 	Size        int64
 	UploadedAt  int64  // Unix milliseconds
 	Data        []byte // the bytes, only while KeepBytes is on
 }
 
-// Server is a fake asset-sync API listening on a loopback address.
+// Server is a fake asset-sync API and Supabase Auth on a loopback address.
 type Server struct {
-	URL            string // base URL, e.g. http://127.0.0.1:1234
+	URL            string // base URL, e.g. http://127.0.0.1:1234; also the Supabase URL
 	UploadEndpoint string // URL + UploadPath
 	KeysEndpoint   string // URL + KeysPath
 
 	ts        *httptest.Server
-	secret    []byte        // signs upload tokens; fixed at start
 	quit      chan struct{} // closed by Close, to end fault delays
 	closeOnce sync.Once
 
+	// Fixed at start.
+	uploadSecret  []byte            // signs upload tokens (ASSET_UPLOAD_SIGNING_SECRET)
+	datasetSecret []byte            // signs dataset tokens (DATASET_TOKEN_SECRET)
+	signKey       *ecdsa.PrivateKey // signs access tokens
+	kid           string            // signKey's key ID
+	jwksDoc       []byte            // the JWKS document served at JWKSPath
+	jwks          []jwk             // jwksDoc read back: the keys access tokens are checked with
+
 	mu sync.Mutex // guards every field below
 
-	tokens        map[string]bool // accepted access tokens
-	datasetTokens map[string]bool // accepted dataset tokens; empty: not checked
 	allowedExt    map[string]bool
 	tokenTTL      time.Duration // 0: the real server's size-based lifetime
 	relativeURL   bool
 	keepBytes     bool
+	keysMode      KeysMode
 	now           func() time.Time
-
-	objects      map[string]*Object
-	lastUploaded int64  // greatest uploadedAt handed out
-	tokenSerial  uint64 // serial of the last upload token issued
-	validAfter   uint64 // tokens with a serial at or below this are void
-
-	faults    [numRoutes][]Fault
-	faultFunc [numRoutes]func(r *http.Request, n int) *Fault
-
-	requests     [numRoutes]int
-	lastHeader   [numRoutes]http.Header
-	lastURI      [numRoutes]string
-	uploads      int
-	uploadCounts map[[2]string]int // (key, hash) -> accepted stage-2 uploads
+	accessTTL     time.Duration
+	reuseInterval time.Duration
+	revokedAccess map[string]bool          // access tokens refused by RevokeToken
+	refreshTokens map[string]*refreshToken // every refresh token handed out
+	objects       map[string]*Object
+	lastUploaded  int64  // greatest uploadedAt handed out
+	tokenSerial   uint64 // serial of the last upload token issued
+	validAfter    uint64 // upload tokens with a serial at or below this are void
+	faults        [numRoutes][]Fault
+	faultFunc     [numRoutes]func(r *http.Request, n int) *Fault
+	requests      [numRoutes]int
+	lastHeader    [numRoutes]http.Header
+	lastURI       [numRoutes]string
+	uploads       int
+	uploadCounts  map[[2]string]int // (key, hash) -> accepted stage-2 uploads
 }
 
 // NewServer starts a fake on plain HTTP. Close it when done.
@@ -179,17 +124,37 @@ func NewTLSServer() *Server {
 }
 
 func newServer() *Server {
-	s := &Server{
-		secret:       make([]byte, 32),
-		quit:         make(chan struct{}),
-		tokens:       map[string]bool{AccessToken: true},
-		now:          time.Now,
-		objects:      make(map[string]*Object),
-		uploadCounts: make(map[[2]string]int),
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic("assettest: generate signing key: " + err.Error())
 	}
-	rand.Read(s.secret) // never fails (crypto/rand documents it)
+	s := &Server{
+		quit:          make(chan struct{}),
+		uploadSecret:  randomBytes(32),
+		datasetSecret: randomBytes(32),
+		signKey:       key,
+		kid:           hex.EncodeToString(randomBytes(8)),
+		now:           time.Now,
+		accessTTL:     DefaultAccessTokenTTL,
+		reuseInterval: DefaultRefreshReuseInterval,
+		revokedAccess: make(map[string]bool),
+		refreshTokens: make(map[string]*refreshToken),
+		objects:       make(map[string]*Object),
+		uploadCounts:  make(map[[2]string]int),
+	}
+	s.jwksDoc = s.marshalJWKS()
+	s.jwks, err = parseJWKS(s.jwksDoc)
+	if err != nil {
+		panic("assettest: read back the JWKS document: " + err.Error())
+	}
 	s.setAllowedExtensions(DefaultAllowedExtensions)
 	return s
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b) // never fails (crypto/rand documents it)
+	return b
 }
 
 func (s *Server) setURL() {
@@ -197,6 +162,9 @@ func (s *Server) setURL() {
 	s.UploadEndpoint = s.URL + UploadPath
 	s.KeysEndpoint = s.URL + KeysPath
 }
+
+// SupabaseURL is the Supabase project URL the fake plays: its own URL.
+func (s *Server) SupabaseURL() string { return s.URL }
 
 // Client returns an HTTP client that trusts the server's certificate (for
 // NewTLSServer) and closes its idle connections when the server closes.
@@ -213,35 +181,9 @@ func (s *Server) Close() {
 // as httptest.Server.CloseClientConnections does.
 func (s *Server) CloseClientConnections() { s.ts.CloseClientConnections() }
 
-// AddToken makes tok an accepted bearer token.
-func (s *Server) AddToken(tok string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.tokens[tok] = true
-}
-
-// RevokeToken makes tok a rejected bearer token, as an expired session is.
-func (s *Server) RevokeToken(tok string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.tokens, tok)
-}
-
-// SetDatasetTokens makes stage 1 require one of tokens in X-Dataset-Token
-// (or the body's dataset_token), as the real server does. With no tokens
-// the check is off, the default.
-func (s *Server) SetDatasetTokens(tokens ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.datasetTokens = make(map[string]bool)
-	for _, t := range tokens {
-		s.datasetTokens[t] = true
-	}
-}
-
 // SetAllowedExtensions replaces the extension allow-list (lower case,
 // without the dot). With none, every upload is refused with 415, as on the
-// real server.
+// real server (utils.ts:700).
 func (s *Server) SetAllowedExtensions(exts ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -251,13 +193,16 @@ func (s *Server) SetAllowedExtensions(exts ...string) {
 // setAllowedExtensions replaces the allow-list; mu must be held.
 func (s *Server) setAllowedExtensions(exts []string) {
 	s.allowedExt = make(map[string]bool)
-	for _, e := range exts {
-		s.allowedExt[strings.TrimPrefix(strings.ToLower(e), ".")] = true
+	for _, e := range exts { // parsed as utils.ts:385-391 parses the setting
+		if e = strings.TrimLeft(strings.TrimSpace(strings.ToLower(e)), "."); e != "" {
+			s.allowedExt[e] = true
+		}
 	}
 }
 
-// SetUploadTokenTTL sets the lifetime of upload tokens issued from now on;
-// 0 restores the real server's size-based lifetime.
+// SetUploadTokenTTL sets the lifetime of upload tokens issued from now on
+// (whole seconds count, as in a JWT's exp); 0 restores the real server's
+// size-based lifetime.
 func (s *Server) SetUploadTokenTTL(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -288,8 +233,9 @@ func (s *Server) KeepBytes(keep bool) {
 	s.keepBytes = keep
 }
 
-// SetNow replaces the server's clock (nil: time.Now). It decides token
-// expiry, uploadedAt and snapshotUpperMs.
+// SetNow replaces the server's clock (nil: time.Now). It decides the expiry
+// of every token, the times minted into them, the refresh reuse interval,
+// uploadedAt and snapshotUpperMs.
 func (s *Server) SetNow(now func() time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -299,15 +245,24 @@ func (s *Server) SetNow(now func() time.Time) {
 	s.now = now
 }
 
+// clock reads the server's clock.
+func (s *Server) clock() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.now()
+}
+
 // Seed stores an object as if it had been uploaded now, without counting an
-// upload.
+// upload. A hash of "" makes an object the listing shows with a null
+// contentHash, as rows stored before content_hash existed are.
 func (s *Server) Seed(key, hash string, size int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.storeLocked(key, hash, size, nil)
 }
 
-// storeLocked records an object with a fresh uploadedAt; mu must be held.
+// storeLocked records an object with a fresh uploadedAt, replacing any
+// object under key; mu must be held.
 func (s *Server) storeLocked(key, hash string, size int64, data []byte) *Object {
 	at := s.now().UnixMilli()
 	if at <= s.lastUploaded {
@@ -379,7 +334,7 @@ func (s *Server) LastRequestURI(route Route) string {
 }
 
 // ResetCounters zeroes the request and upload counters and forgets the
-// last headers; stored objects stay.
+// last headers; stored objects and tokens stay.
 func (s *Server) ResetCounters() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -390,28 +345,33 @@ func (s *Server) ResetCounters() {
 	s.uploadCounts = make(map[[2]string]int)
 }
 
-// ServeHTTP routes a request to the handshake, upload or keys handler,
-// after counting it and applying any pending fault.
+// ServeHTTP routes a request to its handler, after counting it and applying
+// any pending fault. The JWKS document is served uncounted and unfaulted.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodOptions { // the CORS preflight (app.ts:162-168)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	var route Route
-	switch r.URL.Path {
-	case UploadPath:
-		if r.Method != http.MethodPost {
-			writeError(w, http.StatusMethodNotAllowed, "method not allowed", "")
-			return
-		}
+	switch {
+	case r.URL.Path == UploadPath && r.Method == http.MethodPost:
 		route = Handshake
-		if r.Header.Get("X-Upload-Token") != "" {
+		if r.Header.Get("X-Upload-Token") != "" { // upload.ts:82-88
 			route = Upload
 		}
-	case KeysPath:
-		if r.Method != http.MethodGet {
-			writeError(w, http.StatusMethodNotAllowed, "method not allowed", "")
-			return
-		}
+	case r.URL.Path == KeysPath && r.Method == http.MethodGet:
 		route = Keys
+	case r.URL.Path == TokenPath && r.Method == http.MethodPost:
+		route = Refresh
+	case r.URL.Path == JWKSPath && r.Method == http.MethodGet:
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(s.jwksDoc)
+		return
 	default:
-		writeError(w, http.StatusNotFound, "not found", "")
+		// Hono's catch-all (app.ts:226-228): "error" is a boolean there.
+		writeJSON(w, http.StatusNotFound, map[string]any{
+			"error": true, "message": "Not found", "path": strings.TrimPrefix(r.URL.Path, "/api"),
+		})
 		return
 	}
 
@@ -425,6 +385,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveUpload(w, r)
 	case Keys:
 		s.serveKeys(w, r)
+	case Refresh:
+		s.serveRefresh(w, r)
 	}
 }
 
@@ -447,31 +409,20 @@ func (s *Server) begin(route Route, r *http.Request) *Fault {
 	return nil
 }
 
-// bearerOK reports whether r carries an accepted bearer token, answering
-// 401 when it does not.
-func (s *Server) bearerOK(w http.ResponseWriter, r *http.Request) bool {
-	tok, ok := bearer(r)
-	if !ok {
-		writeError(w, http.StatusUnauthorized, "bearer token required", "AUTH_MISSING")
-		return false
-	}
-	s.mu.Lock()
-	known := s.tokens[tok]
-	s.mu.Unlock()
-	if !known {
-		writeError(w, http.StatusUnauthorized, "bearer token invalid or expired", "AUTH_EXPIRED")
-		return false
-	}
-	return true
+// uploadBearer extracts the token of the upload routes' Authorization
+// header: "Bearer " exactly, the rest trimmed (upload.ts:47-50).
+func uploadBearer(r *http.Request) (string, bool) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	tok = strings.TrimSpace(tok)
+	return tok, ok && tok != ""
 }
 
-// bearer extracts the token of an "Authorization: Bearer" header, the
-// scheme case-insensitive as on the real server.
-func bearer(r *http.Request) (string, bool) {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
-	tok = strings.TrimSpace(tok)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+// keysBearer extracts the token of the keys route's Authorization header:
+// a scheme of any case, then the rest of the words (utils.ts:308-315).
+func keysBearer(r *http.Request) (string, bool) {
+	f := strings.Fields(r.Header.Get("Authorization"))
+	if len(f) < 2 || !strings.EqualFold(f[0], "bearer") {
 		return "", false
 	}
-	return tok, true
+	return strings.Join(f[1:], " "), true
 }

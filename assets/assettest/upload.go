@@ -6,44 +6,51 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
-	"sort"
-	"strconv"
+	"strings"
 	"sync"
-	"time"
 )
 
-// serveUpload is stage 2: check the upload token, stream the body through
-// SHA-256 and store the object when the hash matches the handshake's.
+// serveUpload is stage 2: check the tokens, stream the body through SHA-256
+// and store the object when the hash matches the handshake's.
 func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
-	if _, ok := bearer(r); !ok {
-		writeError(w, http.StatusUnauthorized, "bearer token required", "AUTH_MISSING")
+	tok, ok := uploadBearer(r)
+	if !ok { // upload.ts:236-244
+		writeError(w, http.StatusUnauthorized, "Missing Authorization bearer token", "AUTH_MISSING")
 		return
 	}
-	claims, err := s.verify(r.Header.Get("X-Upload-Token"))
-	if err != nil {
-		writeError(w, http.StatusUnauthorized, err.Error(), "")
+	claims, err := s.verifyUpload(r.Header.Get("X-Upload-Token"))
+	if err != nil { // upload.ts:259-263
+		writeError(w, http.StatusUnauthorized, "Invalid or expired upload token", "")
 		return
 	}
-	if !s.bearerOK(w, r) {
+	hash, _ := claims["content_hash"].(string)
+	if hash == "" { // upload.ts:268-270
+		writeError(w, http.StatusBadRequest, "Invalid token payload", "")
 		return
 	}
+	if s.verifyAccess(tok) != nil { // upload.ts:275-287; the dataset token is not looked at
+		writeError(w, http.StatusUnauthorized, "Invalid or expired JWT token. Please refresh your session.", "AUTH_EXPIRED")
+		return
+	}
+	key, _ := claims["key"].(string)
+	declared, _ := claims["declared_size"].(float64)
+	if key == "" || declared == 0 { // assets.ts:174-176
+		writeError(w, http.StatusBadRequest, "Invalid token payload", "")
+		return
+	}
+	// Stricter than the real server, which reads whatever comes: SPEC §5
+	// has the client send Content-Length, the asset's size.
 	if r.ContentLength < 0 {
 		writeError(w, http.StatusLengthRequired, "Content-Length required", "")
 		return
 	}
-	if r.ContentLength != claims.DeclaredSize {
+	if r.ContentLength != int64(declared) {
 		writeError(w, http.StatusBadRequest, "Content-Length differs from the declared file_size", "")
 		return
 	}
 	s.mu.Lock()
-	o, exists := s.objects[claims.Key]
-	exists = exists && o.ContentHash == claims.ContentHash
 	keep := s.keepBytes
 	s.mu.Unlock()
-	if exists {
-		writeError(w, http.StatusConflict, "asset already stored with this content_hash", "")
-		return
-	}
 
 	h := sha256.New()
 	var dst io.Writer = h
@@ -61,8 +68,8 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body could not be read", "")
 		return
 	}
-	if hex.EncodeToString(h.Sum(nil)) != claims.ContentHash {
-		writeError(w, http.StatusBadRequest, "content hash mismatch", "")
+	if hex.EncodeToString(h.Sum(nil)) != strings.ToLower(hash) { // assets.ts:179-206
+		writeError(w, http.StatusBadRequest, "Content hash mismatch - data may be corrupted", "")
 		return
 	}
 
@@ -71,74 +78,15 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
 	if buf != nil {
 		data = buf.Bytes()
 	}
-	s.storeLocked(claims.Key, claims.ContentHash, n, data)
+	// INSERT OR REPLACE (assets.ts:208-235): an object stored meanwhile
+	// under the key, with this hash or another, is replaced.
+	s.storeLocked(key, hash, n, data)
 	s.uploads++
-	s.uploadCounts[[2]string{claims.Key, claims.ContentHash}]++
+	s.uploadCounts[[2]string{key, hash}]++
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"key": claims.Key, "size": n})
+	writeJSON(w, http.StatusOK, map[string]any{"key": key, "size": n}) // assets.ts:252-254
 }
 
 // copyBufs recycles the buffers of stage-2 copies, so that the fake adds
 // little to the allocations a benchmark of the client reports.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// keyItem is one entry of the keys listing, shaped as on the real server.
-type keyItem struct {
-	Key         string `json:"key"`
-	ContentHash string `json:"contentHash"`
-	Size        int64  `json:"size"`
-	UploadedAt  int64  `json:"uploadedAt"`
-}
-
-// cacheTTL is the real server's listing cache lifetime, reported in
-// cacheExpiresAt.
-const cacheTTL = 6 * time.Hour
-
-// serveKeys lists the stored objects uploaded after since (all without it),
-// newest first.
-func (s *Server) serveKeys(w http.ResponseWriter, r *http.Request) {
-	if !s.bearerOK(w, r) {
-		return
-	}
-	var since int64 // 0: a full listing
-	if v, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64); err == nil && v > 0 {
-		since = v
-	}
-
-	s.mu.Lock()
-	now := s.now()
-	// Every object stored so far is at or below the snapshot, and storeLocked
-	// puts every later one above it.
-	upper := max(now.UnixMilli(), s.lastUploaded)
-	s.lastUploaded = upper
-	items := make([]keyItem, 0, len(s.objects))
-	for _, o := range s.objects {
-		if o.UploadedAt > since && o.UploadedAt <= upper {
-			items = append(items, keyItem{o.Key, o.ContentHash, o.Size, o.UploadedAt})
-		}
-	}
-	s.mu.Unlock()
-
-	sort.Slice(items, func(i, j int) bool {
-		if items[i].UploadedAt != items[j].UploadedAt {
-			return items[i].UploadedAt > items[j].UploadedAt
-		}
-		return items[i].Key > items[j].Key
-	})
-	keys := make([]string, len(items))
-	for i, it := range items {
-		keys[i] = it.Key
-	}
-	iso := func(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
-	writeJSON(w, http.StatusOK, map[string]any{
-		"keys":            keys,
-		"items":           items,
-		"total":           len(items),
-		"refreshedAt":     iso(now),
-		"cacheExpiresAt":  iso(now.Add(cacheTTL)),
-		"cached":          false,
-		"incremental":     since > 0,
-		"snapshotUpperAt": iso(time.UnixMilli(upper)),
-		"snapshotUpperMs": upper,
-	})
-}

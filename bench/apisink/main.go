@@ -3,8 +3,11 @@
 // loopback address, with optional random faults.
 //
 // It serves the fake's routes (the upload endpoint answers a relative
-// uploadUrl, so both stages come to this listener) and GET /stats, the fake's
-// counters as JSON. The bearer token it accepts is assettest.AccessToken.
+// uploadUrl, so both stages come to this listener), GET /stats, the fake's
+// counters as JSON, and GET /session, a new sign-in on the fake as the body
+// `fusou session set` reads: {"access_token","refresh_token","dataset_token"}.
+// The fake accepts only tokens it minted, so the scripts post one of these.
+// Access tokens live a day here, so that a session outlives a soak's cycle.
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/fusou-proxy/fusou-proxy/assets/assettest"
 	"github.com/fusou-proxy/fusou-proxy/bench/internal/serve"
@@ -38,6 +42,7 @@ func run() error {
 	fake := assettest.NewServer()
 	defer fake.Close()
 	fake.SetRelativeUploadURL(true)
+	fake.SetAccessTokenTTL(24 * time.Hour)
 	if *fail > 0 || *reset > 0 || *slowFrac > 0 {
 		fault := func(*http.Request, int) *assettest.Fault {
 			switch x := rand.Float64(); {
@@ -57,6 +62,13 @@ func run() error {
 
 	mux := http.NewServeMux()
 	mux.Handle("/", fake)
+	mux.HandleFunc("GET /session", func(w http.ResponseWriter, _ *http.Request) {
+		tok := fake.NewSession()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{
+			"access_token": tok.Access, "refresh_token": tok.Refresh, "dataset_token": tok.Dataset,
+		})
+	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]int{

@@ -229,11 +229,9 @@ func TestCrashKillUnderTraffic(t *testing.T) {
 	t.Logf("kills %d, clients %d, seed %d (-crash.seed=%d repeats the kill moments)", *crashKills, *crashClients, seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 
-	const access = "crash-access-token-0123456789abcdef"
-	session := fmt.Sprintf(`{"access_token":%q,"refresh_token":"crash-refresh-token-0123456789"}`, access)
 	game, api := newAssetServer(t), assettest.NewServer()
 	defer api.Close()
-	api.AddToken(access)
+	session := sessionJSON(api.NewSession())
 	in := startInstance(t, game, api, "")
 	tr := newTraffic()
 
@@ -361,11 +359,9 @@ func TestCrashKillUnderTraffic(t *testing.T) {
 // server: it must exit 0 promptly, cancelled uploads must not count as attempts, and after a
 // restart every asset is still pending and then drains.
 func TestCrashSIGTERMWithUploadsInFlight(t *testing.T) {
-	const access = "sigterm-access-token-0123456789abcdef"
-	session := fmt.Sprintf(`{"access_token":%q,"refresh_token":"sigterm-refresh-token-0123456789"}`, access)
 	game, api := newAssetServer(t), assettest.NewServer()
 	defer api.Close()
-	api.AddToken(access)
+	session := sessionJSON(api.NewSession())
 	// Stage 2 hangs for a minute: far longer than the shutdown may take.
 	api.SetFaultFunc(assettest.Upload, func(*http.Request, int) *assettest.Fault {
 		return &assettest.Fault{Delay: time.Minute}

@@ -218,19 +218,14 @@ func (in *instance) waitFirstPass() {
 // the reason recorded; once the server is back, `retry --wait` drains them, each asset reaching
 // the server exactly once.
 func TestEndToEndServerErrorThenRetry(t *testing.T) {
-	const (
-		access  = "e2e-5xx-access-token-0123456789abcdef"
-		refresh = "e2e-5xx-refresh-token-0123456789"
-		dataset = "e2e-5xx-dataset-token-0123456789"
-	)
 	game, api := newGameServer(t), assettest.NewServer()
 	defer api.Close()
-	api.AddToken(access)
-	api.SetDatasetTokens(dataset)
+	tok := api.NewSession()
+	access, refresh, dataset := tok.Access, tok.Refresh, tok.Dataset
 	uploadTokens := recordUploadTokens(api)
 	api.SetFaultFunc(assettest.Handshake, func(*http.Request, int) *assettest.Fault { return &assettest.Fault{Status: 503} })
 	in := startInstance(t, game, api, "")
-	in.cli(fmt.Sprintf(`{"access_token":%q,"refresh_token":%q,"dataset_token":%q}`, access, refresh, dataset), "session", "set")
+	in.cli(sessionJSON(tok), "session", "set")
 	in.waitFirstPass()
 
 	c := in.client()
@@ -303,18 +298,13 @@ func TestEndToEndServerErrorThenRetry(t *testing.T) {
 // server's 401 is not the asset's fault), a retry pass stops at once, and a new valid session
 // drains them.
 func TestEndToEndRevokedTokenThenNewSession(t *testing.T) {
-	const (
-		oldAccess  = "e2e-old-access-token-0123456789abcdef"
-		oldRefresh = "e2e-old-refresh-token-0123456789"
-		newAccess  = "e2e-new-access-token-0123456789abcdef"
-		newRefresh = "e2e-new-refresh-token-0123456789"
-	)
 	game, api := newGameServer(t), assettest.NewServer()
 	defer api.Close()
-	api.AddToken(oldAccess)
+	oldTok, newTok := api.NewSession(), api.NewSession()
+	oldAccess, oldRefresh, newAccess, newRefresh := oldTok.Access, oldTok.Refresh, newTok.Access, newTok.Refresh
 	uploadTokens := recordUploadTokens(api)
 	in := startInstance(t, game, api, "")
-	in.cli(fmt.Sprintf(`{"access_token":%q,"refresh_token":%q}`, oldAccess, oldRefresh), "session", "set")
+	in.cli(sessionJSON(oldTok), "session", "set")
 	in.waitFirstPass()
 	api.RevokeToken(oldAccess) // the session expires on the server's side
 
@@ -358,8 +348,7 @@ func TestEndToEndRevokedTokenThenNewSession(t *testing.T) {
 	}
 
 	// The FUSOU app posts a fresh session: the outbox drains with it.
-	api.AddToken(newAccess)
-	in.cli(fmt.Sprintf(`{"access_token":%q,"refresh_token":%q}`, newAccess, newRefresh), "session", "set")
+	in.cli(sessionJSON(newTok), "session", "set")
 	waitFor(t, "the drain with the new session", func() bool { return in.fullStatus().Pending.Count == 0 })
 	for p, want := range pngs {
 		if n := api.UploadCount("assets"+p, sha(want)); n != 1 {
@@ -378,12 +367,12 @@ func TestEndToEndRevokedTokenThenNewSession(t *testing.T) {
 // uploads already under way finish). With retry.concurrency 2 and three waiting entries, at
 // most two handshakes may carry the stale token.
 func TestEndToEndAuthStopsThePassAtOnce(t *testing.T) {
-	const access = "e2e-stale-access-token-0123456789abcdef"
 	game, api := newGameServer(t), assettest.NewServer()
 	defer api.Close()
-	api.AddToken(access)
+	tok := api.NewSession()
+	access := tok.Access
 	in := startInstance(t, game, api, "")
-	in.cli(fmt.Sprintf(`{"access_token":%q,"refresh_token":"e2e-stale-refresh-token-0123456789"}`, access), "session", "set")
+	in.cli(sessionJSON(tok), "session", "set")
 	in.waitFirstPass()
 	api.RevokeToken(access)
 	c := in.client()

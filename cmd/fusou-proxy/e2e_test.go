@@ -267,12 +267,18 @@ func sha(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-const sessionJSON = `{"access_token":"e2e-access-token-0123456789abcdef","refresh_token":"e2e-refresh-token-0123456789"}`
+// sessionJSON is the session document for tok, refreshed by its caller (so a revoked token
+// stays revoked, as when the FUSOU app has not posted a new one yet).
+func sessionJSON(tok assettest.Tokens) string {
+	b, _ := json.Marshal(map[string]any{"access_token": tok.Access, "refresh_token": tok.Refresh,
+		"dataset_token": tok.Dataset, "auto_refresh": false})
+	return string(b)
+}
 
 func TestEndToEndGoClientNoSessionThenSession(t *testing.T) {
 	game, api := newGameServer(t), assettest.NewServer()
 	defer api.Close()
-	api.AddToken("e2e-access-token-0123456789abcdef")
+	tok := api.NewSession()
 	in := startInstance(t, game, api, "")
 	c := in.client()
 
@@ -298,7 +304,7 @@ func TestEndToEndGoClientNoSessionThenSession(t *testing.T) {
 		t.Errorf("pending list:\n%s", list)
 	}
 
-	in.cli(sessionJSON, "session", "set")
+	in.cli(sessionJSON(tok), "session", "set")
 	waitFor(t, "the uploads", func() bool { return in.status().Pending.Count == 0 })
 	for p, want := range game.assets {
 		if strings.HasPrefix(p, "/kcsapi/") {
@@ -336,8 +342,8 @@ func TestEndToEndGoClientNoSessionThenSession(t *testing.T) {
 	}
 
 	in.stop()
-	assertNoSecrets(t, in.data, "e2e-access-token-0123456789abcdef", "e2e-refresh-token-0123456789")
-	if strings.Contains(in.logs.String(), "e2e-access-token") {
+	assertNoSecrets(t, in.data, tok.Access, tok.Refresh, tok.Dataset)
+	if strings.Contains(in.logs.String(), tok.Access) {
 		t.Error("the access token reached the log")
 	}
 }
@@ -366,11 +372,11 @@ func TestEndToEndCurl(t *testing.T) {
 	curl := requireTool(t, "curl")
 	game, api := newGameServer(t), assettest.NewServer()
 	defer api.Close()
-	api.AddToken("e2e-access-token-0123456789abcdef")
+	tok := api.NewSession()
 	in := startInstance(t, game, api, "")
 	caFile := filepath.Join(t.TempDir(), "fusou-ca.pem")
 	in.cli("", "ca", "export", "--out", caFile)
-	in.cli(sessionJSON, "session", "set")
+	in.cli(sessionJSON(tok), "session", "set")
 
 	p := "/kcs2/img/title/02.png"
 	out := filepath.Join(t.TempDir(), "out.png")
@@ -401,9 +407,9 @@ func TestEndToEndChromium(t *testing.T) {
 	certutil := requireTool(t, "certutil")
 	game, api := newGameServer(t), assettest.NewServer()
 	defer api.Close()
-	api.AddToken("e2e-access-token-0123456789abcdef")
+	tok := api.NewSession()
 	in := startInstance(t, game, api, "")
-	in.cli(sessionJSON, "session", "set")
+	in.cli(sessionJSON(tok), "session", "set")
 
 	// Chromium on Linux trusts what $HOME/.pki/nssdb trusts.
 	home := t.TempDir()
@@ -500,10 +506,10 @@ func TestCLIWithoutARunningInstance(t *testing.T) {
 func TestLiveConfigEdit(t *testing.T) {
 	game, api := newGameServer(t), assettest.NewServer()
 	defer api.Close()
-	api.AddToken("e2e-access-token-0123456789abcdef")
+	tok := api.NewSession()
 	api.SetFaultFunc(assettest.Handshake, func(*http.Request, int) *assettest.Fault { return &assettest.Fault{Status: 503} })
 	in := startInstance(t, game, api, "")
-	in.cli(sessionJSON, "session", "set")
+	in.cli(sessionJSON(tok), "session", "set")
 	resp, err := in.client().Get("https://" + gameHost + "/kcs2/img/title/01.png")
 	if err != nil {
 		t.Fatal(err)

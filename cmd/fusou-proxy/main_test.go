@@ -35,7 +35,8 @@ func TestMain(m *testing.M) {
 }
 
 // userEnv is a clean environment for a new user whose home is home: no FUSOU_* variables,
-// and the OS config dir inside home.
+// the OS config dir inside home, and the OS keychain left alone (a test must not write a
+// session into the keychain of the machine it runs on; sessionKeeper has its own tests).
 func userEnv(home string, extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -43,7 +44,7 @@ func userEnv(home string, extra ...string) []string {
 			env = append(env, kv)
 		}
 	}
-	env = append(env, "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"))
+	env = append(env, "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"), "FUSOU_APP_AUTH_REMEMBER_SESSION=false")
 	return append(env, extra...)
 }
 
@@ -103,7 +104,7 @@ func TestRunWithNoConfigStartsAndStopsOnSIGTERM(t *testing.T) {
 	if err := wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, out)
 	}
-	dataDir := filepath.Join(home, ".config", "fusou-app")
+	dataDir := filepath.Join(home, ".config", "fusou-proxy")
 	for _, want := range []string{`"data_dir":"` + dataDir + `"`, `"proxy_listen":"127.0.0.1:`, `"control_listen":"127.0.0.1:`, "fusou-proxy stopped"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, out)

@@ -4,13 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
+	"github.com/fusou-proxy/fusou-proxy/internal/config"
 	"github.com/fusou-proxy/fusou-proxy/internal/datadir"
 	"github.com/fusou-proxy/fusou-proxy/pending"
 )
@@ -19,7 +22,7 @@ import (
 const purgeBarThreshold = 200
 
 func newPendingCommand(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "pending", Short: "Inspect or purge the pending uploads (works on the store directly)"}
+	cmd := &cobra.Command{Use: "pending", Short: "Inspect, purge or import pending uploads (works on the store directly)"}
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -31,15 +34,7 @@ func newPendingCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tKEY\tSIZE\tCREATED\tATTEMPTS\tLAST ERROR")
-			for _, e := range st.List() {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", e.ID, e.Context.Key, e.Context.FileSize,
-					e.Created().UTC().Format(time.RFC3339), e.AttemptCount, e.LastError)
-			}
-			s := st.Stats()
-			fmt.Fprintf(tw, "\n%d entries, %d bytes\n", s.Count, s.Bytes)
-			return tw.Flush()
+			return listPending(g.stdout, st)
 		},
 	}
 	show := &cobra.Command{
@@ -52,19 +47,7 @@ func newPendingCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			e, err := st.Get(args[0])
-			if errors.Is(err, pending.ErrNotFound) {
-				return fmt.Errorf("no pending upload %s", args[0])
-			}
-			if err != nil {
-				return err
-			}
-			enc := json.NewEncoder(g.stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(struct {
-				pending.Meta
-				Context pending.Context `json:"context"`
-			}{e.Meta, e.Context})
+			return showPending(g.stdout, st, args[0])
 		},
 	}
 	var expired, all bool
@@ -102,8 +85,55 @@ func newPendingCommand(g *globals) *cobra.Command {
 	}
 	purge.Flags().BoolVar(&expired, "expired", false, "only entries past ttl_seconds or max_attempts")
 	purge.Flags().BoolVar(&all, "all", false, "every entry")
-	cmd.AddCommand(list, show, purge)
+	cmd.AddCommand(list, show, purge, newImportCommand(g))
 	return cmd
+}
+
+// listPending prints the entries to upload, oldest first, then the unsupported ones, marked.
+func listPending(w io.Writer, st *pending.Store) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKEY\tSIZE\tCREATED\tATTEMPTS\tLAST ERROR")
+	for _, e := range st.List() {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", e.ID, e.Context.Key, e.Context.FileSize,
+			e.Created().UTC().Format(time.RFC3339), e.AttemptCount, e.LastError)
+	}
+	unsupported := st.Unsupported()
+	for _, e := range unsupported {
+		fmt.Fprintf(tw, "%s\tunsupported (%s)\t-\t%s\t%d\t%s\n", e.ID, e.Unsupported,
+			e.Created().UTC().Format(time.RFC3339), e.AttemptCount, e.LastError)
+	}
+	s := st.Stats()
+	fmt.Fprintf(tw, "\n%d entries, %d bytes\n", s.Count, s.Bytes)
+	if n := len(unsupported); n > 0 {
+		fmt.Fprintf(tw, "%d unsupported (not assets: never uploaded, removed at ttl_seconds)\n", n)
+	}
+	return tw.Flush()
+}
+
+// showPending prints one entry's metadata, its context decoded; an unsupported entry is marked
+// and keeps its context as written.
+func showPending(w io.Writer, st *pending.Store, id string) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	e, err := st.Get(id)
+	if err == nil {
+		return enc.Encode(struct {
+			pending.Meta
+			Context pending.Context `json:"context"`
+		}{e.Meta, e.Context})
+	}
+	if !errors.Is(err, pending.ErrNotFound) {
+		return err
+	}
+	for _, e := range st.Unsupported() {
+		if e.ID == id {
+			return enc.Encode(struct {
+				pending.Meta
+				Unsupported string `json:"unsupported"`
+			}{e.Meta, e.Unsupported})
+		}
+	}
+	return fmt.Errorf("no pending upload %s", id)
 }
 
 // openStore opens <data_dir>/pending_uploads with the configured limits; readOnly works
@@ -113,6 +143,12 @@ func (g *globals) openStore(readOnly bool) (*pending.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	return openPendingStore(cfg, readOnly, nil)
+}
+
+// openPendingStore is openStore for a loaded configuration, the store logging to log (nil:
+// nowhere).
+func openPendingStore(cfg *config.Loaded, readOnly bool, log *zap.Logger) (*pending.Store, error) {
 	r := cfg.App.AssetSync.Retry
 	st, err := pending.Open(pending.Options{
 		Dir:         filepath.Join(cfg.DataDir, datadir.PendingDir),
@@ -121,6 +157,7 @@ func (g *globals) openStore(readOnly bool) (*pending.Store, error) {
 		TTL:         r.TTL(),
 		MaxAttempts: r.MaxAttempts,
 		ReadOnly:    readOnly,
+		Logger:      log,
 	})
 	if errors.Is(err, pending.ErrLocked) {
 		return nil, fmt.Errorf("%w: stop the running fusou-proxy first", err)

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/fusou-proxy/fusou-proxy/internal/config"
+	"github.com/fusou-proxy/fusou-proxy/internal/datadir"
+	"github.com/fusou-proxy/fusou-proxy/pending"
 )
 
 // globals are the flags every command accepts.
@@ -40,7 +44,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configFile, "config", "", "configuration file (default: ./configs.toml, then <data-dir>/configs.toml)")
-	pf.StringVar(&g.dataDir, "data-dir", "", "data directory (default: $"+config.DataDirEnv+", app.data_dir, or the OS config dir + /fusou-app)")
+	pf.StringVar(&g.dataDir, "data-dir", "", "data directory (default: $"+config.DataDirEnv+", app.data_dir, or the OS config dir + /"+datadir.DefaultName+")")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", "", "log format: console or json (default: console on a terminal, else json)")
 
@@ -57,9 +61,52 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// load reads the configuration as the global flags say.
+// load reads the configuration as the global flags say. When the default data directory is in
+// use, this program's files are first moved out of the earlier default (SPEC §2), so that no
+// command starts a new data directory beside them.
 func (g *globals) load() (*config.Loaded, error) {
-	return config.Load(g.sources())
+	cfg, err := config.Load(g.sources())
+	if err != nil {
+		return nil, err
+	}
+	moved, err := g.moveOldDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if slices.Contains(moved, datadir.ConfigFile) {
+		return config.Load(g.sources()) // the moved configs.toml is the data directory's now
+	}
+	return cfg, nil
+}
+
+// moveOldDataDir moves this program's files from <config dir>/fusou-app to dataDir when dataDir
+// is the default, <config dir>/fusou-proxy, and logs it in one line.
+func (g *globals) moveOldDataDir(dataDir string) ([]string, error) {
+	def, err := datadir.Default()
+	if err != nil || dataDir != def {
+		return nil, nil
+	}
+	old, err := datadir.OldDefault()
+	if err != nil {
+		return nil, nil
+	}
+	moved, err := datadir.MoveOldDefault(old, def, pending.MoveOwnEntries)
+	if errors.Is(err, pending.ErrLocked) {
+		return nil, fmt.Errorf("move data from %s to %s: %w: stop the fusou-proxy running from %s first", old, def, err, old)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("move data from %s to %s: %w", old, def, err)
+	}
+	if len(moved) > 0 {
+		log, err := g.logger()
+		if err != nil {
+			return nil, err
+		}
+		log.Info("Moved fusou-proxy's files to its own data directory", zap.String("from", old),
+			zap.String("to", def), zap.Strings("moved", moved))
+		_ = log.Sync()
+	}
+	return moved, nil
 }
 
 func (g *globals) sources() config.Sources {

@@ -36,7 +36,7 @@ func (g *globals) run(ctx context.Context, listen, controlListen string) error {
 	}
 	defer log.Sync() //nolint:errcheck // nothing useful to do if stderr is gone
 	src := g.sources()
-	cfg, err := config.Load(src)
+	cfg, err := g.load()
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/spf13/viper"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/datadir"
 )
 
 // FileName is the configuration file's name in the working and data directories.
@@ -112,13 +114,13 @@ func Load(src Sources) (*Loaded, error) {
 	return out, nil
 }
 
-// defaultDataDir is os.UserConfigDir()/fusou-app (SPEC §2).
+// defaultDataDir is os.UserConfigDir()/fusou-proxy (SPEC §2).
 func defaultDataDir() (string, error) {
 	base, err := os.UserConfigDir()
 	if err != nil {
 		return "", fmt.Errorf("find user config dir (set --data-dir or %s): %w", DataDirEnv, err)
 	}
-	return filepath.Join(base, "fusou-app"), nil
+	return filepath.Join(base, datadir.DefaultName), nil
 }
 
 // findFile applies the search order: --config, ./configs.toml, <data_dir>/configs.toml.

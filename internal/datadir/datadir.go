@@ -1,4 +1,5 @@
-// Package datadir prepares fusou-proxy's data directory (SPEC §2) and its control token.
+// Package datadir prepares fusou-proxy's data directory (SPEC §2) and its control token, and
+// moves this program's files out of the earlier default once (move.go).
 //
 // Everything in the directory is private to the user: folders 0700, secret files 0600.
 // Each other package owns its own sub-folder (pending_uploads/, ca/, spool/); this package
@@ -25,7 +26,32 @@ const (
 	CADir      = "ca"
 	SpoolDir   = "spool"
 	IndexFile  = "asset_index.json"
+	ConfigFile = "configs.toml"
 )
+
+// Folder names under os.UserConfigDir().
+const (
+	// DefaultName is the data directory's: fusou-proxy.
+	DefaultName = "fusou-proxy"
+	// OldDefaultName is the earlier default, which the FUSOU desktop app also uses; this
+	// program's files are moved out of it once (MoveOldDefault).
+	OldDefaultName = "fusou-app"
+)
+
+// Default returns the default data directory, os.UserConfigDir()/fusou-proxy (SPEC §2).
+func Default() (string, error) { return userConfigDir(DefaultName) }
+
+// OldDefault returns os.UserConfigDir()/fusou-app, the FUSOU desktop app's folder and this
+// program's earlier default.
+func OldDefault() (string, error) { return userConfigDir(OldDefaultName) }
+
+func userConfigDir(name string) (string, error) {
+	base, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("find user config dir: %w", err)
+	}
+	return filepath.Join(base, name), nil
+}
 
 // tokenBytes is the control token's entropy: 32 random bytes, 64 hex characters.
 const tokenBytes = 32

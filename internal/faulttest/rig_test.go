@@ -31,9 +31,6 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/retry"
 )
 
-// testToken is the session's access token; the fake is told to accept it.
-const testToken = "faulttest-access-token-0123456789"
-
 // Uploader tunables: quick in-call retries, and a no-progress timeout short enough that a
 // stalled connection fails within seconds rather than the production minute.
 const (
@@ -93,7 +90,6 @@ func newRig(t *testing.T, timeout time.Duration) *rig {
 
 	r.api = assettest.NewServer()
 	t.Cleanup(r.api.Close)
-	r.api.AddToken(testToken)
 	// The real server answers an absolute uploadUrl on its own origin; here that would be the
 	// fake's address, which the uploader refuses (another origin than its endpoint) and which
 	// would bypass the toxics. A relative one sends stage 2 through the proxy too.
@@ -130,7 +126,8 @@ func (r *rig) start() {
 		t.Fatal(err)
 	}
 	r.session = &assets.SessionHolder{}
-	r.session.Set(assets.Session{AccessToken: testToken, RefreshToken: "faulttest-refresh-token"})
+	tok := r.api.NewSession()
+	r.session.Set(assets.Session{AccessToken: tok.Access, RefreshToken: tok.Refresh, DatasetToken: tok.Dataset})
 	up, err := assets.NewUploader(assets.UploaderOptions{
 		Endpoint: r.endpoint, Session: r.session,
 		ConnectTimeout: connectTimeout, RequestTimeout: r.timeout,
