@@ -413,7 +413,7 @@ func runUntilDone(t *testing.T, what string, fn func()) {
 	go func() { fn(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(20 * time.Second):
+	case <-time.After(60 * time.Second): // 266 captures of 1 MiB take about 20 s under -race
 		t.Fatal(what + " blocked")
 	}
 }
