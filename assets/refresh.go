@@ -81,15 +81,22 @@ func (sb Supabase) Refresh(ctx context.Context, s Session) (Session, error) {
 	return fresh, nil
 }
 
-// supabaseError returns the code of a Supabase error answer, never a token.
+// supabaseError returns the error code of a Supabase Auth error answer, never a token. GoTrue
+// answers {"code":400,"error_code":"…","msg":"…"} by default and {"code":"…","message":"…"}
+// to clients that send X-Supabase-Api-Version; older versions sent {"error":"invalid_grant"}.
 func supabaseError(r io.Reader) string {
 	var e struct {
-		Code  string `json:"code"`
-		Error string `json:"error"`
+		ErrorCode string          `json:"error_code"`
+		Code      json.RawMessage `json:"code"`
+		Error     string          `json:"error"`
 	}
 	_ = json.NewDecoder(io.LimitReader(r, maxAnswerBytes)).Decode(&e)
-	if e.Code != "" {
-		return e.Code
+	var code string
+	switch {
+	case e.ErrorCode != "":
+		return e.ErrorCode
+	case json.Unmarshal(e.Code, &code) == nil && code != "":
+		return code
 	}
 	return e.Error
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -242,5 +243,19 @@ func TestDatasetExpiryWarnsOnce(t *testing.T) {
 	}
 	if got := logs.FilterMessageSnippet("dataset token expires soon").Len(); got != 1 {
 		t.Errorf("%d WARN lines, want 1", got)
+	}
+}
+
+// The refusal reason is read from every shape of GoTrue's error answer.
+func TestSupabaseErrorShapes(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"code":400,"error_code":"refresh_token_already_used","msg":"Invalid Refresh Token: Already Used"}`: "refresh_token_already_used",
+		`{"code":"refresh_token_not_found","message":"Invalid Refresh Token"}`:                               "refresh_token_not_found",
+		`{"error":"invalid_grant","error_description":"Invalid Refresh Token"}`:                              "invalid_grant",
+		`not json`: "",
+	} {
+		if got := supabaseError(strings.NewReader(body)); got != want {
+			t.Errorf("supabaseError(%s) = %q, want %q", body, got, want)
+		}
 	}
 }
