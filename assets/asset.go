@@ -23,15 +23,15 @@ type Asset struct {
 	Size         int64  `json:"file_size"`     // bytes, 0 < Size <= MaxAssetBytes
 }
 
-// NewAsset derives an asset's names from the path of its game URL as SPEC §4
-// says: urlPath is the URL's path (a query, if present, is dropped), size and
-// contentHash describe the bytes. It returns an error when the result would
-// not pass Validate.
+// NewAsset derives an asset's names from the decoded path of its game URL as SPEC §4 says:
+// urlPath is the URL's path without its query (net/url's URL.Path), size and contentHash
+// describe the bytes. It returns an error when the path is not capturable (CapturablePath) or
+// the result would not pass Validate.
 func NewAsset(urlPath string, size int64, contentHash string) (Asset, error) {
-	if i := strings.IndexAny(urlPath, "?#"); i >= 0 {
-		urlPath = urlPath[:i]
+	if !CapturablePath(urlPath) {
+		return Asset{}, fmt.Errorf("%w: path %q is not capturable", ErrInvalidAsset, urlPath)
 	}
-	rel := strings.TrimLeft(urlPath, "/")
+	rel := urlPath[1:]
 	a := Asset{
 		Key:          KeyPrefix + rel,
 		RelativePath: rel,
@@ -40,13 +40,27 @@ func NewAsset(urlPath string, size int64, contentHash string) (Asset, error) {
 		ContentType:  ContentTypeByName(rel),
 		Size:         size,
 	}
-	if strings.HasSuffix(rel, "/") {
-		a.FileName = ""
-	}
 	if err := a.Validate(); err != nil {
 		return Asset{}, err
 	}
 	return a, nil
+}
+
+// CapturablePath reports whether a decoded URL path may become a key (SPEC §4): it starts
+// with "/" and holds no "?", "#", NUL, CR, LF or backslash and no empty, "." or ".."
+// segment, so that each such path has a key of its own. An
+// encoded "%3F" decodes to "?"; cutting there would file /a.js%3Fx.png under a.js's key, so
+// such paths are passed to the client untouched and never captured.
+func CapturablePath(p string) bool {
+	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#\\\x00\r\n") {
+		return false
+	}
+	for seg := range strings.SplitSeq(p[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // contentTypes maps the extensions SPEC §4 names to their media types.

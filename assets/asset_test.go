@@ -16,7 +16,7 @@ func TestNewAsset(t *testing.T) {
 		want Asset
 		err  bool
 	}{
-		{path: "/kcs2/img/title/01.png?version=5.1", size: 12345, hash: h, want: Asset{
+		{path: "/kcs2/img/title/01.png", size: 12345, hash: h, want: Asset{
 			Key: "assets/kcs2/img/title/01.png", RelativePath: "kcs2/img/title/01.png", FileName: "01.png",
 			ContentHash: h, ContentType: "image/png", Size: 12345}},
 		{path: "/kcs2/resources/bgm/battle/001.MP3", size: 1, hash: h, want: Asset{
@@ -28,6 +28,18 @@ func TestNewAsset(t *testing.T) {
 		{path: "/", size: 1, hash: h, err: true},
 		{path: "/kcs2/img/", size: 1, hash: h, err: true},
 		{path: "/kcs2/../etc/passwd.png", size: 1, hash: h, err: true},
+		// Decoded paths of /kcs2/js/main.js%3Fx.png and /kcs2/img/title/01.png%23ZZZ.txt:
+		// never cut at the "?" or "#" into another asset's key.
+		{path: "/kcs2/js/main.js?x.png", size: 1, hash: h, err: true},
+		{path: "/kcs2/img/title/01.png#ZZZ.txt", size: 1, hash: h, err: true},
+		{path: "/kcs2/img/a\\b.png", size: 1, hash: h, err: true},
+		{path: "/kcs2/img/a\x00.png", size: 1, hash: h, err: true},
+		{path: "/kcs2/img/a\r\n.png", size: 1, hash: h, err: true},
+		{path: "/kcs2/./img/a.png", size: 1, hash: h, err: true},
+		{path: "/kcs2/img/..", size: 1, hash: h, err: true},
+		{path: "kcs2/img/a.png", size: 1, hash: h, err: true},
+		{path: "//kcs2/img/a.png", size: 1, hash: h, err: true},
+		{path: "/kcs2//img/a.png", size: 1, hash: h, err: true},
 		{path: "/kcs2/a.png", size: 0, hash: h, err: true},
 		{path: "/kcs2/a.png", size: MaxAssetBytes + 1, hash: h, err: true},
 		{path: "/kcs2/a.png", size: MaxAssetBytes, hash: h, want: Asset{
@@ -86,4 +98,31 @@ func TestContentTypeByName(t *testing.T) {
 			t.Errorf("ContentTypeByName(%q) = %q, want %q", name, got, want)
 		}
 	}
+}
+
+// FuzzNewAsset: a key is "assets/" + the path without its leading slash, so different
+// capturable paths never share a key, and no key holds a character SPEC §4 forbids.
+func FuzzNewAsset(f *testing.F) {
+	for _, p := range []string{"/kcs2/img/title/01.png", "/kcs2/js/main.js%3Fx.png", "/kcs2/js/main.js?x.png",
+		"/kcs2/img/title/01.png#ZZZ.txt", "/kcs2/./a.png", "//kcs2/a.png", "/kcs2/a\\b.png"} {
+		f.Add(p)
+	}
+	h := hashOf([]byte("x"))
+	f.Fuzz(func(t *testing.T, p string) {
+		a, err := NewAsset(p, 1, h)
+		if err != nil {
+			return
+		}
+		if strings.ContainsAny(a.Key, "?#\\\x00\r\n") {
+			t.Fatalf("key %q from path %q holds a forbidden character", a.Key, p)
+		}
+		for _, seg := range strings.Split(a.Key, "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("key %q from path %q holds a dot segment", a.Key, p)
+			}
+		}
+		if a.Key != KeyPrefix+p[1:] || a.RelativePath != p[1:] {
+			t.Fatalf("path %q gave key %q, relative path %q", p, a.Key, a.RelativePath)
+		}
+	})
 }

@@ -126,7 +126,7 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Spool {
 		return nil
 	}
 	p.captures.busy()
-	if !p.extensionAllowed(req.URL.Path) {
+	if !CapturablePath(req.URL.Path) || !p.extensionAllowed(req.URL.Path) {
 		p.stats.skipped.Add(1)
 		return nil
 	}
