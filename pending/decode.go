@@ -71,6 +71,9 @@ type decoded struct {
 	unsupported string
 	// ours: the file has our last_error field, so this program wrote it.
 	ours bool
+	// tagged: the context is FUSOU's tagged Asset (without a flat content_hash), which the app
+	// reads as it is.
+	tagged bool
 }
 
 // decodeMeta parses and checks a .json file named stem+".json". Every error means the entry is
@@ -101,7 +104,7 @@ func decodeMeta(stem string, data []byte) (decoded, error) {
 	}
 	d.meta.Context = *f.Context
 	var err error
-	d.ctx, d.unsupported, err = decodeContext(*f.Context)
+	d.ctx, d.unsupported, d.tagged, err = decodeContext(*f.Context)
 	if err != nil || d.unsupported != "" {
 		return d, err
 	}
@@ -138,25 +141,25 @@ func checkMeta(stem string, m Meta) error {
 	return nil
 }
 
-// decodeContext reads a context string: an asset (tagged or flat), or the kind of an entry that
-// is not one.
-func decodeContext(s string) (c Context, unsupported string, err error) {
+// decodeContext reads a context string: an asset (tagged says whether in FUSOU's tagged form),
+// or the kind of an entry that is not one.
+func decodeContext(s string) (c Context, unsupported string, tagged bool, err error) {
 	var doc contextDoc
 	if err := json.Unmarshal([]byte(s), &doc); err != nil {
-		return c, "", fmt.Errorf("bad context json: %w", err)
+		return c, "", false, fmt.Errorf("bad context json: %w", err)
 	}
 	var f contextFields
 	switch {
 	case doc.Asset != nil:
-		f = *doc.Asset
+		f, tagged = *doc.Asset, doc.Asset.ContentHash == ""
 	case doc.Snapshot != nil:
-		return c, KindSnapshot, nil
+		return c, KindSnapshot, false, nil
 	case doc.Custom != nil:
-		return c, KindCustom, nil
+		return c, KindCustom, false, nil
 	case doc.Key != "":
 		f = doc.contextFields
 	default:
-		return c, "", fmt.Errorf("context is neither an Asset nor an asset object")
+		return c, "", false, fmt.Errorf("context is neither an Asset nor an asset object")
 	}
 	c = Context{RelativePath: f.RelativePath, Key: f.Key, FileSize: f.FileSize, ContentHash: f.ContentHash}
 	if f.DatasetID != nil {
@@ -171,7 +174,7 @@ func decodeContext(s string) (c Context, unsupported string, err error) {
 			c.ContentType = contentTypeByName(c.FileName)
 		}
 	}
-	return c, "", nil
+	return c, "", tagged, nil
 }
 
 // contentTypes are SPEC §4's media types by extension, for contexts written without one.

@@ -24,8 +24,9 @@ type scanned struct {
 	unsupported string // the kind of an entry that is not an asset; see Entry.Unsupported
 	problem     string // why the entry is corrupt; empty if it is sound
 	noBin       bool   // the .json has no .bin beside it
-	stale       bool   // the .json differs from what the store writes for meta: rewrite it
-	secrets     bool   // the .json holds secret headers (written by something else)
+	stale       bool   // the .json was not in the current format: check rewrote it
+	rewriteErr  error  // why that rewrite failed
+	secrets     bool   // the .json held secret headers (written by something else)
 }
 
 // load checks the folder and builds the index (SPEC §6 "On open"). It trusts nothing on disk:
@@ -122,9 +123,9 @@ func (s *Store) load() error {
 	return nil
 }
 
-// index adds the sound entries to the index, oldest first, removing duplicates and rewriting the
-// stale .json files in the current format (the folder is fsync'd once, by load). It reports
-// whether the folder changed.
+// index adds the sound entries to the index, oldest first, removing duplicates, and reports the
+// .json files check rewrote in the current format (the folder is fsync'd once, by load). It
+// reports whether the folder changed.
 func (s *Store) index(good []*scanned) (changed bool, err error) {
 	slices.SortFunc(good, func(a, b *scanned) int { return compareAge(a.meta, b.meta) })
 	s.order = make([]*entry, 0, len(good))
@@ -142,8 +143,8 @@ func (s *Store) index(good []*scanned) (changed bool, err error) {
 			continue
 		}
 		if r.stale && !s.opts.ReadOnly {
-			if err := s.rewriteMeta(r.meta); err != nil {
-				return changed, fmt.Errorf("rewrite metadata of %s: %w", r.meta.ID, err)
+			if r.rewriteErr != nil {
+				return changed, fmt.Errorf("rewrite metadata of %s: %w", r.meta.ID, r.rewriteErr)
 			}
 			if r.secrets {
 				s.log.Warn("Removed secret headers from pending upload", zap.String("id", r.meta.ID))
@@ -240,18 +241,19 @@ func (s *Store) check(stem string, typ fs.FileMode, buf []byte) (scanned, []byte
 	if r.noBin || r.problem != "" {
 		return r, buf
 	}
-	current, err := s.currentMeta(r.meta, r.ctx)
-	if err != nil {
-		r.problem = err.Error()
-		return r, buf
-	}
 	// A file in another format (FUSOU's, the seed's, an earlier one of ours), with a file_path
 	// from another folder, or with secrets is rewritten at open, so that the FUSOU app could
-	// read every entry. Layout and field order do not matter to either reader.
+	// read every entry from here. Layout and field order do not matter to either reader.
 	r.secrets = hasSecrets(r.meta.Headers)
-	r.stale = !d.ours || r.secrets || r.meta.FilePath != current.FilePath ||
-		r.meta.Headers[hashHeader] != r.ctx.ContentHash || r.meta.Context != current.Context
-	r.meta = current
+	r.stale = !d.ours || !d.tagged || r.secrets || r.meta.FilePath != s.binPath(stem) ||
+		r.meta.Headers[hashHeader] != r.ctx.ContentHash
+	if r.stale {
+		if r.meta, err = s.currentMeta(r.meta, r.ctx); err != nil {
+			r.problem = err.Error()
+		} else if !s.opts.ReadOnly {
+			r.rewriteErr = s.rewriteMeta(r.meta) // here, so that the scan's workers share the fsyncs
+		}
+	}
 	return r, buf
 }
 
@@ -284,6 +286,9 @@ func (s *Store) checkBin(path string, c *Context) (noBin bool, problem string) {
 	return false, ""
 }
 
+// binPath is the absolute path of id's .bin, as file_path names it.
+func (s *Store) binPath(id string) string { return s.dir + string(os.PathSeparator) + binName(id) }
+
 // currentMeta is m as the store writes it for the asset c: file_path the absolute path of the
 // .bin in this store, the hash in the content-hash header, no secret headers, and the tagged
 // context.
@@ -292,7 +297,7 @@ func (s *Store) currentMeta(m Meta, c Context) (Meta, error) {
 	if err != nil {
 		return m, fmt.Errorf("encode context: %w", err)
 	}
-	m.FilePath = s.path(binName(m.ID))
+	m.FilePath = s.binPath(m.ID)
 	m.Headers = diskHeaders(m.Headers, c.ContentHash)
 	m.Context = ctx
 	return m, nil

@@ -35,7 +35,9 @@ func (f *fakePending) move(from, to string) (int, error) {
 	return 0, nil
 }
 
-func TestMoveOldDefault(t *testing.T) {
+// TestDataDirMovedOnce: our files move from fusou-app/ to fusou-proxy/, the app's stay, and a
+// second call does nothing.
+func TestDataDirMovedOnce(t *testing.T) {
 	base := t.TempDir()
 	old, def := filepath.Join(base, OldDefaultName), filepath.Join(base, DefaultName)
 	mustWrite(t, filepath.Join(old, CADir, caMarker), "cert")
@@ -78,8 +80,8 @@ func TestMoveOldDefault(t *testing.T) {
 	mustHave(t, filepath.Join(old, TokenFile), "new token")
 }
 
-// TestMoveOldDefaultNotOurs: a fusou-app folder without our CA or token is the app's alone.
-func TestMoveOldDefaultNotOurs(t *testing.T) {
+// TestDataDirMoveNotOurs: a fusou-app folder without our CA or token is the app's alone.
+func TestDataDirMoveNotOurs(t *testing.T) {
 	base := t.TempDir()
 	old, def := filepath.Join(base, OldDefaultName), filepath.Join(base, DefaultName)
 	mustWrite(t, filepath.Join(old, CADir, "other.pem"), "the app's")
@@ -93,9 +95,9 @@ func TestMoveOldDefaultNotOurs(t *testing.T) {
 	}
 }
 
-// TestMoveOldDefaultInterrupted: a move stopped part-way (some files in the staging folder) is
+// TestDataDirMoveInterrupted: a move stopped part-way (some files in the staging folder) is
 // finished by the next call; a pending folder in use stops it with nothing half-done.
-func TestMoveOldDefaultInterrupted(t *testing.T) {
+func TestDataDirMoveInterrupted(t *testing.T) {
 	base := t.TempDir()
 	old, def := filepath.Join(base, OldDefaultName), filepath.Join(base, DefaultName)
 	staging := filepath.Join(base, "."+DefaultName+".moving")
@@ -120,8 +122,8 @@ func TestMoveOldDefaultInterrupted(t *testing.T) {
 	mustHave(t, filepath.Join(def, TokenFile), "token")
 }
 
-// TestDefault: the data directory is fusou-proxy in the user's config dir.
-func TestDefault(t *testing.T) {
+// TestDataDirDefault: the data directory is fusou-proxy in the user's config dir.
+func TestDataDirDefault(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("HOME", home)
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, "config"))
