@@ -105,7 +105,7 @@ func TestUploadSuccess(t *testing.T) {
 			srv.KeepBytes(true)
 			srv.SetRelativeUploadURL(tt.relative)
 			u, _ := newTestUploader(t, srv, nil)
-			a := mustAsset(t, "/kcs2/img/title/01.png?version=5", titlePNG)
+			a := mustAsset(t, "/kcs2/img/title/01.png", titlePNG)
 
 			res := u.Upload(context.Background(), a, bytes.NewReader(titlePNG))
 			if res.Class != Success || res.Status != 200 || res.Stage != StageUpload {

@@ -6,9 +6,9 @@ import (
 	"os"
 )
 
-// lockFile does nothing on platforms without flock (plan9, wasm, solaris, aix): those builds
-// compile, but two processes could open one store there.
-func lockFile(f *os.File) error { return nil }
+// lockFolder only opens the folder on platforms without flock (plan9, wasm, solaris, aix):
+// those builds compile, but two processes could open one store there.
+func lockFolder(dir string) (*os.File, error) { return os.Open(dir) }
 
 // syncDir is best effort: some of these platforms cannot fsync a directory.
 func syncDir(dir string) error {

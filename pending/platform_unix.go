@@ -12,17 +12,25 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/internal/atomicfile"
 )
 
-// lockFile takes an exclusive flock on f without waiting. flock belongs to the open file, so a
-// second Open in the same process is refused too, and the kernel drops it when the owner dies.
-func lockFile(f *os.File) error {
-	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+// lockFolder takes an exclusive flock on the store folder itself, without waiting. A lock on the
+// folder cannot be sidestepped by deleting a file, as one on .lock could; flock belongs to the
+// open descriptor, so a second Open in the same process is refused too, and the kernel drops it
+// when the owner dies.
+func lockFolder(dir string) (*os.File, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open pending folder: %w", err)
+	}
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	if errors.Is(err, unix.EWOULDBLOCK) {
-		return ErrLocked
+		_ = f.Close()
+		return nil, ErrLocked
 	}
 	if err != nil {
-		return fmt.Errorf("flock: %w", err)
+		_ = f.Close()
+		return nil, fmt.Errorf("flock: %w", err)
 	}
-	return nil
+	return f, nil
 }
 
 // readSmall reads the file at path, of at most max bytes, into buf (grown as needed), refusing a

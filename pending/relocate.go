@@ -59,18 +59,14 @@ func MoveOwnEntries(from, to string) (int, error) {
 	return moved, syncDir(to)
 }
 
-// lockExisting takes the store lock of an existing lock file (a folder without one was never a
-// store of ours, and is not written to); unlock releases it.
+// lockExisting takes the store lock of an existing store folder (one without a .lock file was
+// never a store of ours, and is not written to); unlock releases it.
 func lockExisting(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return func() {}, nil
 	}
+	f, err := lockFolder(filepath.Dir(path))
 	if err != nil {
-		return nil, err
-	}
-	if err := lockFile(f); err != nil {
-		_ = f.Close()
 		return nil, err
 	}
 	return func() { _ = f.Close() }, nil

@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"strconv"
+	"strings"
 )
 
 // Defaults, matching configs.toml (SPEC §3).
@@ -196,21 +198,37 @@ func Open(opts Options) (*Store, error) {
 		if err := os.MkdirAll(s.dir, dirMode); err != nil {
 			return nil, fmt.Errorf("create pending folder: %w", err)
 		}
-		f, err := os.OpenFile(filepath.Join(s.dir, lockName), os.O_RDWR|os.O_CREATE, fileMode)
-		if err != nil {
-			return nil, fmt.Errorf("open lock file: %w", err)
+		f, err := lockFolder(s.dir)
+		if errors.Is(err, ErrLocked) {
+			return nil, fmt.Errorf("lock pending folder %s: %w%s", s.dir, err, holder(s.dir))
 		}
-		if err := lockFile(f); err != nil {
-			_ = f.Close()
+		if err != nil {
 			return nil, fmt.Errorf("lock pending folder %s: %w", s.dir, err)
 		}
 		s.lockFile = f
+		writeHolder(s.dir)
 	}
 	if err := s.load(); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("load pending folder %s: %w", s.dir, err)
 	}
 	return s, nil
+}
+
+// writeHolder records this process's pid in .lock, for the message a second owner gets. The
+// lock itself is held on the folder (or on .lock where the folder cannot be locked), not on the
+// file's existence.
+func writeHolder(dir string) {
+	_ = os.WriteFile(filepath.Join(dir, lockName), []byte(strconv.Itoa(os.Getpid())+"\n"), fileMode)
+}
+
+// holder names the pid recorded in .lock, or nothing.
+func holder(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, lockName))
+	if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && pid > 0 {
+		return fmt.Sprintf(" (pid %d)", pid)
+	}
+	return ""
 }
 
 // orDefault applies the Options convention: zero means def, negative means no limit (0 after).

@@ -411,11 +411,22 @@ func TestLockAndReadOnly(t *testing.T) {
 
 	start := time.Now()
 	_, err := Open(Options{Dir: dir})
-	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), dir) {
-		t.Errorf("second Open = %v, want ErrLocked naming %s", err, dir)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), dir) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Errorf("second Open = %v, want ErrLocked naming %s and the holder's pid", err, dir)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("second Open took %v: it should fail at once", d)
+	}
+	// Deleting .lock admits no second owner: the lock is not the file's existence.
+	if err := os.Remove(filepath.Join(dir, lockName)); err != nil && runtime.GOOS != "windows" {
+		t.Fatal(err)
+	}
+	if s2, err := Open(Options{Dir: dir}); !errors.Is(err, ErrLocked) {
+		if err == nil {
+			s2.Close()
+		}
+		t.Errorf("Open after deleting .lock = %v, want ErrLocked", err)
 	}
 
 	// Plant things a writable open would clean up; read-only must leave them all.

@@ -56,8 +56,9 @@ type app struct {
 // newApp builds every part from the configuration; nothing listens or runs yet. On error
 // what was opened is closed.
 // src and flags say how cfg was made, so that an edited file is read the same way.
-func newApp(src config.Sources, cfg *config.Loaded, flags func(*config.Loaded), log *zap.Logger, token string) (a *app, err error) {
-	a = &app{src: src, cfg: cfg, flags: flags, log: log, started: time.Now(), session: &assets.SessionHolder{}}
+func newApp(src config.Sources, cfg *config.Loaded, flags func(*config.Loaded), log *zap.Logger, token string) (_ *app, err error) {
+	// a is not the named result: a failing return sets that to nil before the deferred close.
+	a := &app{src: src, cfg: cfg, flags: flags, log: log, started: time.Now(), session: &assets.SessionHolder{}}
 	defer func() {
 		if err != nil {
 			a.close()
