@@ -46,7 +46,8 @@ func (e usageError) Unwrap() error { return e.err }
 func exitCode(err error) int {
 	var ue usageError
 	var ce *config.Error
-	if errors.As(err, &ue) || errors.As(err, &ce) {
+	var se *config.SyntaxError
+	if errors.As(err, &ue) || errors.As(err, &ce) || errors.As(err, &se) {
 		return exitUsage
 	}
 	return exitRuntime

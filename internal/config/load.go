@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/fusou-proxy/fusou-proxy/internal/datadir"
+
+	"github.com/pelletier/go-toml/v2"
 )
 
 // FileName is the configuration file's name in the working and data directories.
@@ -32,6 +34,31 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("config: %s: %s", e.Key, e.Msg) }
+
+// SyntaxError is a configuration file that is not valid TOML, with where: the file and, when
+// the parser says, the line and column.
+type SyntaxError struct {
+	File      string
+	Line, Col int // 0 when unknown
+	Msg       string
+}
+
+func (e *SyntaxError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("config: %s:%d:%d: %s", e.File, e.Line, e.Col, e.Msg)
+	}
+	return fmt.Sprintf("config: %s: %s", e.File, e.Msg)
+}
+
+// syntaxError describes viper's parse failure of file, with go-toml's position when it has one.
+func syntaxError(file string, err error) error {
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, col := de.Position()
+		return &SyntaxError{File: file, Line: line, Col: col, Msg: de.Error()}
+	}
+	return &SyntaxError{File: file, Msg: err.Error()}
+}
 
 // Sources says where Load looks. The zero value searches ./configs.toml, then the default
 // data directory, with the process's environment.
@@ -81,7 +108,7 @@ func Load(src Sources) (*Loaded, error) {
 		err = v.ReadConfig(f)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("config: parse %s: %w", file, err)
+			return nil, syntaxError(file, err)
 		}
 	}
 
@@ -147,9 +174,11 @@ func findFile(src Sources, envDataDir string) (string, error) {
 	return "", nil
 }
 
+// exists reports whether path is there to be read; a file that cannot be read for want of
+// permission counts, so that its error is reported rather than the file silently skipped.
 func exists(path string) bool {
 	_, err := os.Stat(path)
-	return err == nil || !errors.Is(err, fs.ErrNotExist)
+	return err == nil || errors.Is(err, fs.ErrPermission)
 }
 
 func resolveDataDir(flag, env, fromFile string) (string, error) {

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/fusou-proxy/fusou-proxy/proxy"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // Validate checks every key and returns the first problem as an *Error naming it.
@@ -85,6 +87,11 @@ func domains(list []string) string {
 	for _, d := range list {
 		if !domainRE.MatchString(d) || net.ParseIP(d) != nil || len(d) > 253 {
 			return fmt.Sprintf("must be domain names without wildcards or ports, got %q", d)
+		}
+		// A CA constrained to a public suffix ("com", "co.jp") could vouch for every site
+		// under it; each entry must be a registrable domain or one of its subdomains.
+		if _, err := publicsuffix.EffectiveTLDPlusOne(strings.ToLower(strings.TrimSuffix(d, "."))); err != nil {
+			return fmt.Sprintf("must be registrable domains (not a public suffix such as \"com\"), got %q", d)
 		}
 	}
 	return ""
