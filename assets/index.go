@@ -49,9 +49,13 @@ type IndexOptions struct {
 	Path string
 	// Session holds the bearer token. Required with Endpoint.
 	Session *SessionHolder
-	// Client sends the keys requests; nil means a client with
-	// DefaultIndexTimeout that trusts the system roots.
+	// Client sends the keys requests; nil means a client with ConnectTimeout
+	// and RequestTimeout that trusts the system roots.
 	Client *http.Client
+	// ConnectTimeout and RequestTimeout (connect_timeout_seconds and
+	// request_timeout_seconds) bound the default client's dial and whole
+	// request; 0 means DefaultConnectTimeout and DefaultIndexTimeout.
+	ConnectTimeout, RequestTimeout time.Duration
 	// MinInterval is the least time between unforced refreshes; 0 means
 	// DefaultIndexMinInterval.
 	MinInterval time.Duration
@@ -120,8 +124,8 @@ func OpenIndex(o IndexOptions) (*Index, error) {
 	}
 	if ix.client == nil {
 		ix.client = &http.Client{
-			Transport:     newDefaultTransport(DefaultConnectTimeout),
-			Timeout:       DefaultIndexTimeout,
+			Transport:     newDefaultTransport(orDefault(o.ConnectTimeout, DefaultConnectTimeout)),
+			Timeout:       orDefault(o.RequestTimeout, DefaultIndexTimeout),
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}

@@ -273,6 +273,17 @@ func (a *Authority) PEM() []byte { return slices.Clone(a.pemData) }
 // DER returns the CA certificate in DER form, as in fusou-ca.der.
 func (a *Authority) DER() []byte { return slices.Clone(a.cert.Raw) }
 
+// RotationAdvice says why the CA should be replaced with `fusou-proxy ca rotate`, or "" when
+// it need not be. A CA made before the root carried Extended Key Usage serverAuth keeps
+// working; a new one is narrower.
+func (a *Authority) RotationAdvice() string {
+	eku := a.Certificate().ExtKeyUsage
+	if len(eku) != 1 || eku[0] != x509.ExtKeyUsageServerAuth {
+		return "the CA may sign more than server certificates (it has no Extended Key Usage serverAuth); run `fusou-proxy ca rotate` and trust the new one"
+	}
+	return ""
+}
+
 // Dir returns the CA folder.
 func (a *Authority) Dir() string { return a.dir }
 

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"go.uber.org/zap"
 
 	"github.com/fusou-proxy/fusou-proxy/assets"
 	"github.com/fusou-proxy/fusou-proxy/control"
@@ -40,7 +39,7 @@ func (s sessionControl) SetSession(in control.Session) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := s.a.index.Refresh(ctx, true); err != nil {
-			s.a.log.Debug("asset index refresh failed", zap.Error(err))
+			logIndexFailure(s.a.log, err)
 		}
 	}()
 }
@@ -84,6 +83,7 @@ func (s statusSource) Status() any {
 		"sync":    s.a.pipeline.Stats(),
 		"proxy":   s.a.proxy.Stats(),
 		"certs":   s.a.ca.Stats(),
+		"ca":      map[string]string{"rotate_advice": s.a.ca.RotationAdvice()},
 	}
 }
 

@@ -68,6 +68,9 @@ func newApp(src config.Sources, cfg *config.Loaded, flags func(*config.Loaded), 
 	if a.ca, err = certs.Open(certs.Options{Dir: filepath.Join(dir, datadir.CADir), Hosts: cfg.Proxy.MITMHosts, Logger: log.Named("certs")}); err != nil {
 		return nil, err
 	}
+	if advice := a.ca.RotationAdvice(); advice != "" {
+		log.Warn("CA: " + advice)
+	}
 	r := cfg.App.AssetSync.Retry
 	a.store, err = pending.Open(pending.Options{
 		Dir: filepath.Join(dir, datadir.PendingDir), MaxFiles: r.MaxPendingFiles, MaxBytes: r.MaxPendingBytes,
@@ -91,6 +94,7 @@ func newApp(src config.Sources, cfg *config.Loaded, flags func(*config.Loaded), 
 	if a.index, err = assets.OpenIndex(assets.IndexOptions{
 		Endpoint: as.AssetExistingKeysEndpoint, Path: filepath.Join(dir, datadir.IndexFile),
 		Session: a.session, Logger: log.Named("index"),
+		ConnectTimeout: as.ConnectTimeout(), RequestTimeout: as.RequestTimeout(),
 	}); err != nil {
 		return nil, err
 	}
@@ -234,6 +238,16 @@ func (a *app) close() {
 	}
 }
 
+// logIndexFailure logs a failed refresh of the remote index: a WARN, since dedupe then rests on
+// older knowledge, except for want of a usable session, which the session's own lines cover.
+func logIndexFailure(log *zap.Logger, err error) {
+	if assets.Classify(0, err) == assets.Auth { // no session, or its tokens expired
+		log.Debug("asset index not refreshed: no usable session", zap.Error(err))
+		return
+	}
+	log.Warn("Asset index refresh failed; uploads still dedupe against the last copy", zap.Error(err))
+}
+
 // setUpSession lets the holder refresh proxy-owned sessions through Supabase and, with
 // remember_session, keep them in the OS keychain, starting with the one kept there.
 func (a *app) setUpSession(cfg *config.Loaded) {
@@ -260,7 +274,7 @@ func (a *app) refreshIndex(ctx context.Context) {
 		if _, ok := a.session.Get(); ok {
 			a.session.WarnIfExpiring()
 			if err := a.index.Refresh(ctx, false); err != nil && ctx.Err() == nil {
-				a.log.Debug("asset index refresh failed", zap.Error(err))
+				logIndexFailure(a.log, err)
 			}
 		}
 		select {

@@ -23,6 +23,9 @@ type statusDoc struct {
 		DatasetToken     bool   `json:"dataset_token"`
 		DatasetExpiresAt string `json:"dataset_expires_at"`
 	} `json:"session"`
+	CA struct {
+		RotateAdvice string `json:"rotate_advice"`
+	} `json:"ca"`
 	Pending struct {
 		Count  int    `json:"count"`
 		Bytes  int64  `json:"bytes"`
@@ -96,6 +99,9 @@ func printStatus(g *globals, st statusDoc) {
 	w := g.stdout
 	fmt.Fprintf(w, "fusou-proxy %s, up %s\n", st.Version, (time.Duration(st.UptimeSeconds) * time.Second).String())
 	printSession(w, st)
+	if st.CA.RotateAdvice != "" {
+		fmt.Fprintf(w, "ca:       %s\n", st.CA.RotateAdvice)
+	}
 	fmt.Fprintf(w, "pending:  %d entries, %d bytes", st.Pending.Count, st.Pending.Bytes)
 	if st.Pending.Oldest != "" {
 		fmt.Fprintf(w, ", oldest %s", st.Pending.Oldest)

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/fusou-proxy/fusou-proxy/internal/atomicfile"
@@ -98,6 +99,30 @@ func ControlToken(dir, configured string) (string, error) {
 		return "", fmt.Errorf("write control token: %w", err)
 	}
 	return tok, nil
+}
+
+// TightenToken makes <dir>/control.token readable by its owner only (0600) if it has group or
+// other bits, and reports whether it had to. Mode bits mean nothing on Windows, where the
+// token is protected by the data dir's place under the user's profile.
+func TightenToken(dir string) (bool, error) {
+	if runtime.GOOS == "windows" {
+		return false, nil
+	}
+	path := filepath.Join(dir, TokenFile)
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stat control token: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 == 0 || !fi.Mode().IsRegular() {
+		return false, nil
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return false, fmt.Errorf("restrict control token: %w", err)
+	}
+	return true, nil
 }
 
 var errBadToken = errors.New("control token file is not 64 hex characters")

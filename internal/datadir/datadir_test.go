@@ -3,6 +3,7 @@ package datadir
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -77,5 +78,32 @@ func TestControlTokenReplacesAnEmptyFile(t *testing.T) {
 	tok, err := ControlToken(dir, "")
 	if err != nil || len(tok) != 64 {
 		t.Fatalf("got %q, %v; want a fresh token", tok, err)
+	}
+}
+
+// A control token with group or other bits is made 0600; a private one is left alone.
+func TestTightenToken(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("mode bits mean nothing on Windows; the data dir's ACL protects the token there")
+	}
+	dir := t.TempDir()
+	if fixed, err := TightenToken(dir); fixed || err != nil {
+		t.Fatalf("no token: TightenToken = %v, %v", fixed, err)
+	}
+	if _, err := ControlToken(dir, ""); err != nil {
+		t.Fatal(err)
+	}
+	if fixed, err := TightenToken(dir); fixed || err != nil {
+		t.Fatalf("private token: TightenToken = %v, %v; want false, nil", fixed, err)
+	}
+	path := filepath.Join(dir, TokenFile)
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if fixed, err := TightenToken(dir); !fixed || err != nil {
+		t.Fatalf("0644 token: TightenToken = %v, %v; want true, nil", fixed, err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("token mode %v, want 0600", fi.Mode().Perm())
 	}
 }
