@@ -61,9 +61,9 @@ func newCA(hosts []string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey,
 			Organization:       []string{"fusou-proxy local CA"},
 			OrganizationalUnit: []string{userAndHostname()},
 		},
-		NotBefore:             notBefore,
-		NotAfter:              notBefore.AddDate(caValidity, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		NotBefore: notBefore,
+		NotAfter:  notBefore.AddDate(caValidity, 0, 0),
+		KeyUsage:  x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		// serverAuth only (SPEC §10): verifiers that nest EKUs refuse any client, code or
 		// e-mail certificate from this CA, even one a stolen key signs.
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},

@@ -39,6 +39,11 @@
 //     path goproxy reads the client's requests itself and notices an abort only at its next
 //     write to the client (mid-body), not while waiting for upstream's response head; plain
 //     HTTP requests are cancelled at once.
+//   - Served on internal/connlimit's Listener (as cmd/fusou-proxy does), a MITM'd connection
+//     reports its client handshake, each request's start and end (goproxy closes the response
+//     body once the response is written) and a WebSocket upgrade to the listener, which times
+//     it out and may evict it between requests (SPEC §11). A raw tunnel is left to the
+//     listener's tunnel rules. On any other listener nothing of this happens.
 package proxy
 
 import (
@@ -291,13 +296,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.testHookServe != nil {
 		p.testHookServe(r)
 	}
+	if r.Method == http.MethodConnect {
+		r = withWriter(r, tw)
+	}
 	p.gp.ServeHTTP(rw, r)
 }
 
 // handleConnect decides MITM or tunnel for a CONNECT.
-func (p *Proxy) handleConnect(host string, _ *goproxy.ProxyCtx) (action *goproxy.ConnectAction, to string) {
+func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (action *goproxy.ConnectAction, to string) {
 	if MatchHost(host, p.mitmHosts) {
 		p.stats.mitm.Add(1)
+		markMITM(ctx)
 		return p.mitm, host
 	}
 	p.stats.tunnels.Add(1)
@@ -306,7 +315,7 @@ func (p *Proxy) handleConnect(host string, _ *goproxy.ProxyCtx) (action *goproxy
 
 // mitmTLSConfig is the server side of a MITM'd connection. goproxy calls it from the
 // connection's own goroutine, where a panic would end the process.
-func (p *Proxy) mitmTLSConfig(host string, _ *goproxy.ProxyCtx) (cfg *tls.Config, err error) {
+func (p *Proxy) mitmTLSConfig(host string, ctx *goproxy.ProxyCtx) (cfg *tls.Config, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			cfg, err = nil, p.recovered("leaf certificate", host, v)
@@ -320,6 +329,9 @@ func (p *Proxy) mitmTLSConfig(host string, _ *goproxy.ProxyCtx) (cfg *tls.Config
 	}
 	cfg = p.clientTLS.Clone()
 	cfg.Certificates = []tls.Certificate{*leaf}
+	if tc := trackerOf(ctx); tc != nil {
+		onHandshakeDone(cfg, tc)
+	}
 	return cfg, nil
 }
 
@@ -349,8 +361,9 @@ func nonProxy(w http.ResponseWriter, _ *http.Request) {
 // so that ServeHTTP's recover knows what the client has already seen.
 type trackingWriter struct {
 	http.ResponseWriter
-	wrote bool     // a status or body byte went out
-	conn  net.Conn // set once hijacked
+	wrote bool      // a status or body byte went out
+	conn  net.Conn  // set once hijacked
+	mitm  *mitmConn // set by handleConnect for a CONNECT that will be decrypted
 }
 
 func (w *trackingWriter) WriteHeader(code int) {
@@ -379,6 +392,10 @@ func (w hijackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err == nil {
 		w.conn = c
+		if tc, ok := c.(trackedConn); ok && w.mitm != nil {
+			w.mitm.tracked = tc
+			_ = tc // MUT
+		}
 	}
 	return c, rw, err
 }
@@ -386,15 +403,33 @@ func (w hijackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // goproxyLogger routes goproxy's messages to zap. goproxy (not Verbose) only reports
 // warnings, mostly clients and servers closing connections, which is normal traffic: they go
 // to debug, except a failed TLS handshake with the client, which usually means the browser
-// does not trust the fusou CA yet.
+// does not trust the fusou CA yet. A handshake the listener cut (its timeout, or an eviction
+// at the connection cap) says nothing about the CA and stays at debug: a flood of stalled
+// handshakes must not flood the log.
 type goproxyLogger struct{ log *zap.Logger }
 
 func (l goproxyLogger) Printf(format string, v ...any) {
 	level := zap.DebugLevel
-	if strings.Contains(format, "Cannot handshake client") {
+	if strings.Contains(format, "Cannot handshake client") && !cutByUs(v) {
 		level = zap.WarnLevel
 	}
 	if ce := l.log.Check(level, "goproxy"); ce != nil {
 		ce.Write(zap.String("detail", strings.TrimSpace(fmt.Sprintf(format, v...))))
 	}
+}
+
+// cutByUs reports whether one of args is the error of a connection the proxy closed or
+// timed out itself.
+func cutByUs(args []any) bool {
+	for _, a := range args {
+		err, ok := a.(error)
+		if !ok {
+			continue
+		}
+		var ne net.Error
+		if errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && ne.Timeout()) {
+			return true
+		}
+	}
+	return false
 }

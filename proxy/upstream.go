@@ -18,8 +18,14 @@ import (
 // connection. goproxy hands it the request with the client's context (a client abort
 // cancels it). It never returns an error for an upstream failure: on the MITM path goproxy
 // would close the client's connection without a word, so a 502 is returned instead.
-func (p *Proxy) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (resp *http.Response, err error) {
+// On a tracked MITM'd connection it marks the request's start and, through the response
+// body, its end, for the connection's timeouts and the connection cap.
+func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (resp *http.Response, err error) {
 	p.stats.requests.Add(1)
+	if tc := trackerOf(ctx); tc != nil {
+		tc.RequestStarted()
+		// MUT // deferred first: sees the final resp
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			p.recovered("round trip", req.URL.Host, v)

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-
 	"github.com/fusou-proxy/fusou-proxy/assets"
 	"github.com/fusou-proxy/fusou-proxy/control"
 	"github.com/fusou-proxy/fusou-proxy/pending"
