@@ -404,6 +404,16 @@ type Delivery struct {
 // authentication failure leaves it untouched. One upload per entry at any time: an entry
 // held by another Deliver is left alone.
 func (p *Pipeline) Deliver(ctx context.Context, e pending.Entry) Delivery {
+	return p.deliver(ctx, e, true)
+}
+
+// DeliverEarly is Deliver for an entry sent before it is due (a forced retry pass): a transient
+// failure leaves it as it was, its attempts not counted.
+func (p *Pipeline) DeliverEarly(ctx context.Context, e pending.Entry) Delivery {
+	return p.deliver(ctx, e, false)
+}
+
+func (p *Pipeline) deliver(ctx context.Context, e pending.Entry, count bool) Delivery {
 	release, ok := p.store.TryHold(e.ID)
 	if !ok {
 		return Delivery{Held: true, Reason: "held by another upload"}
@@ -439,6 +449,9 @@ func (p *Pipeline) Deliver(ctx context.Context, e pending.Entry) Delivery {
 			return d
 		}
 		p.stats.failed.Add(1)
+		if !count {
+			return d
+		}
 		now := time.Now()
 		var notBefore time.Time
 		if res.RetryAfter > 0 {

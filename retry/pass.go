@@ -179,9 +179,14 @@ func (s *Service) pass(seq uint64, reason string, force bool) Summary {
 
 	sum.Discarded = len(s.opts.Store.Cleanup(start))
 	var due []pendingEntry
+	early := map[string]bool{} // sent by a forced pass before it was due: no attempt counted
 	for _, e := range s.opts.Store.List() {
-		if force || !DueAt(e, st.Interval).After(start) {
+		isDue := !DueAt(e, st.Interval).After(start)
+		if force || isDue {
 			due = append(due, e)
+		}
+		if !isDue {
+			early[e.ID] = true
 		}
 	}
 	s.setProgress(seq, 0, len(due))
@@ -189,7 +194,7 @@ func (s *Service) pass(seq uint64, reason string, force bool) Summary {
 	if len(due) > 0 && !s.opts.HasSession() {
 		sum.Stopped = "no session"
 	} else {
-		s.deliverAll(ctx, seq, due, st.Concurrency, &sum)
+		s.deliverAll(ctx, seq, due, early, st.Concurrency, &sum)
 	}
 	if sum.Stopped == "" && ctx.Err() != nil {
 		sum.Stopped = "shutdown"
@@ -210,7 +215,7 @@ func (s *Service) pass(seq uint64, reason string, force bool) Summary {
 
 // deliverAll sends due through up to concurrency workers, stopping at the first
 // authentication failure (the uploads already under way finish).
-func (s *Service) deliverAll(ctx context.Context, seq uint64, due []pendingEntry, concurrency int, sum *Summary) {
+func (s *Service) deliverAll(ctx context.Context, seq uint64, due []pendingEntry, early map[string]bool, concurrency int, sum *Summary) {
 	var mu sync.Mutex // guards sum, done and stop
 	done, stop := 0, false
 	jobs := make(chan pendingEntry)
@@ -226,7 +231,7 @@ func (s *Service) deliverAll(ctx context.Context, seq uint64, due []pendingEntry
 				if halt {
 					continue
 				}
-				out, why := s.opts.Deliverer.Deliver(ctx, e)
+				out, why := s.opts.Deliverer.Deliver(ctx, e, !early[e.ID])
 				mu.Lock()
 				done++
 				s.record(e, out, why, sum, &stop)

@@ -12,8 +12,12 @@ import (
 type PipelineDeliverer struct{ Pipeline *assets.Pipeline }
 
 // Deliver maps the pipeline's Delivery to an Outcome.
-func (d PipelineDeliverer) Deliver(ctx context.Context, e pending.Entry) (Outcome, string) {
-	r := d.Pipeline.Deliver(ctx, e)
+func (d PipelineDeliverer) Deliver(ctx context.Context, e pending.Entry, count bool) (Outcome, string) {
+	deliver := d.Pipeline.Deliver
+	if !count {
+		deliver = d.Pipeline.DeliverEarly
+	}
+	r := deliver(ctx, e)
 	switch {
 	case r.Held, r.Cancelled:
 		return Busy, r.Reason

@@ -52,19 +52,21 @@ func (o Outcome) String() string {
 }
 
 // Deliverer uploads one pending entry and settles it in the store: delete on success, record
-// the attempt on a transient failure, move it to rejected/ on a permanent one, and leave it as
-// it is on an authentication failure. It must not block past ctx's cancellation. reason is a
-// short description of a failure for the logs; it never contains a secret.
+// the attempt on a transient failure (only when count is set), move it to rejected/ on a
+// permanent one, and leave it as it is on an authentication failure. count is false for an
+// entry a forced pass sends before it is due, so that repeated manual retries during an outage
+// cannot use up its attempts. It must not block past ctx's cancellation. reason is a short
+// description of a failure for the logs; it never contains a secret.
 type Deliverer interface {
-	Deliver(ctx context.Context, e pending.Entry) (o Outcome, reason string)
+	Deliver(ctx context.Context, e pending.Entry, count bool) (o Outcome, reason string)
 }
 
 // DelivererFunc adapts a function to Deliverer.
-type DelivererFunc func(ctx context.Context, e pending.Entry) (Outcome, string)
+type DelivererFunc func(ctx context.Context, e pending.Entry, count bool) (Outcome, string)
 
 // Deliver calls f.
-func (f DelivererFunc) Deliver(ctx context.Context, e pending.Entry) (Outcome, string) {
-	return f(ctx, e)
+func (f DelivererFunc) Deliver(ctx context.Context, e pending.Entry, count bool) (Outcome, string) {
+	return f(ctx, e, count)
 }
 
 // Store is the part of pending.Store a pass needs.

@@ -49,7 +49,7 @@ type fakeDeliverer struct {
 	active, max int
 }
 
-func (f *fakeDeliverer) Deliver(ctx context.Context, e pending.Entry) (Outcome, string) {
+func (f *fakeDeliverer) Deliver(ctx context.Context, e pending.Entry, count bool) (Outcome, string) {
 	f.mu.Lock()
 	f.calls++
 	f.active++
@@ -70,6 +70,9 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, e pending.Entry) (Outcome, 
 		return Unauthorized, "no session"
 	}
 	if f.fail.Load() {
+		if !count {
+			return Failed, "503 Service Unavailable"
+		}
 		if _, err := f.store.RecordAttempt(e.ID, time.Now(), "503 Service Unavailable", time.Time{}); err != nil {
 			return Dropped, err.Error()
 		}
@@ -518,5 +521,42 @@ func TestTimerTriggersWhenDue(t *testing.T) {
 	sum := waitPass(t, p)
 	if sum.Reason != "timer" || sum.Succeeded != 2 {
 		t.Errorf("pass = %+v; want a timer pass uploading both entries", sum)
+	}
+}
+
+// Forced passes during an outage count a failure only for entries that were due, so repeated
+// manual retries cannot use up an entry's attempts and discard it.
+func TestForcedPassesCountOnlyDueEntries(t *testing.T) {
+	st := mustStore(t, 1, pending.Options{MaxAttempts: 3})
+	p := newPasses()
+	d := &fakeDeliverer{store: st}
+	d.session.Store(true)
+	d.fail.Store(true)
+	s := startService(t, Options{Store: st, Deliverer: d, OnPass: p.add, Settings: Settings{Interval: time.Hour}})
+	s.Trigger("session", false) // the entry is due: this pass counts its failure
+	waitFor := func() []pending.Entry {
+		list := st.List()
+		if len(list) != 1 {
+			t.Fatalf("%d entries, want 1", len(list))
+		}
+		return list
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for waitFor()[0].AttemptCount == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // poll: the first (due) pass records its attempt
+	}
+	if got := waitFor()[0].AttemptCount; got != 1 {
+		t.Fatalf("attempt_count after the first pass = %d, want 1", got)
+	}
+	for range 5 {
+		_, seq := s.Trigger("manual", true)
+		for sum := waitPass(t, p); sum.Seq < seq; sum = waitPass(t, p) {
+		}
+	}
+	if calls, _ := d.stats(); calls < 6 {
+		t.Errorf("%d deliveries, want the forced passes to have tried (at least 6)", calls)
+	}
+	if got := waitFor()[0].AttemptCount; got != 1 {
+		t.Errorf("attempt_count after 5 forced passes before the entry was due = %d, want 1", got)
 	}
 }
