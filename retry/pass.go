@@ -3,6 +3,7 @@ package retry
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -76,6 +77,10 @@ func (s *Service) loop(seq uint64, reason string, force bool) {
 		}
 		s.mu.Lock()
 		s.last = sum
+		s.recent = append(s.recent, sum)
+		if len(s.recent) > recentPasses {
+			s.recent = s.recent[1:]
+		}
 		s.progress = Progress{}
 		close(s.ended)
 		s.ended = make(chan struct{})
@@ -114,12 +119,17 @@ func (s *Service) Wait(ctx context.Context, seq uint64) (Summary, error) {
 	}
 }
 
+// recentPasses is how many pass summaries Status keeps, so that `retry --wait` finds the one it
+// waited for even when more passes ran since.
+const recentPasses = 8
+
 // Status is the service's state for the status endpoint.
 type Status struct {
 	Running  bool      `json:"running"`
 	Queued   bool      `json:"queued"`
 	Progress *Progress `json:"progress,omitempty"`
 	LastPass *Summary  `json:"last_pass,omitempty"`
+	Recent   []Summary `json:"recent_passes,omitempty"` // oldest first
 }
 
 // Status reports whether a pass runs, its progress and the last pass's summary.
@@ -135,6 +145,7 @@ func (s *Service) Status() Status {
 		l := s.last
 		st.LastPass = &l
 	}
+	st.Recent = slices.Clone(s.recent)
 	return st
 }
 

@@ -197,6 +197,7 @@ type Service struct {
 	queuedWhy   string
 	seq         uint64 // number of the latest pass started
 	last        Summary
+	recent      []Summary // the last recentPasses summaries, oldest first
 	progress    Progress
 	settings    Settings
 	ctx         context.Context // the service's lifetime; nil before Start

@@ -335,7 +335,10 @@ func TestEndToEndRevokedTokenThenNewSession(t *testing.T) {
 
 	// A forced pass with the stale session stops at its first 401 and counts nothing either.
 	before := api.Requests(assettest.Handshake)
-	out := in.cli("", "retry", "--wait")
+	out, code := in.cliCode("", "retry", "--wait")
+	if code != 1 {
+		t.Errorf("retry --wait of a pass stopped for auth exited %d, want 1", code)
+	}
 	if !strings.Contains(out, "stopped: auth") || !strings.Contains(out, fmt.Sprintf("remaining %d", len(pngs))) {
 		t.Errorf("retry --wait with a revoked token printed %q; want the pass stopped for auth", out)
 	}
@@ -384,7 +387,7 @@ func TestEndToEndAuthStopsThePassAtOnce(t *testing.T) {
 		return strings.Count(in.logs.String(), "Saved pending upload due to handshake: 401") == len(pngs)
 	})
 	before := api.Requests(assettest.Handshake)
-	if out := in.cli("", "retry", "--wait"); !strings.Contains(out, "stopped: auth") {
+	if out, _ := in.cliCode("", "retry", "--wait"); !strings.Contains(out, "stopped: auth") {
 		t.Fatalf("retry --wait printed %q; want the pass stopped for auth", out)
 	}
 	if n := api.Requests(assettest.Handshake) - before; n > 2 {

@@ -189,6 +189,18 @@ func (in *instance) cli(stdin string, args ...string) string {
 	return out.String()
 }
 
+// cliCode runs a command to completion and returns its stdout and exit code, for commands
+// whose failure is the point.
+func (in *instance) cliCode(stdin string, args ...string) (string, int) {
+	in.t.Helper()
+	cmd := in.command(args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	_ = cmd.Run()
+	return out.String(), cmd.ProcessState.ExitCode()
+}
+
 func (in *instance) stop() {
 	if in.cmd.ProcessState != nil {
 		return
@@ -540,8 +552,8 @@ func TestLiveConfigEdit(t *testing.T) {
 	if !strings.Contains(in.logs.String(), `"key":"app.asset_sync.retry.concurrency"`) {
 		t.Errorf("the refusal does not name the key:\n%s", in.logs)
 	}
-	if out := in.cli("", "retry", "--wait"); !strings.Contains(out, "discarded 0, remaining 1") {
-		t.Fatalf("after a refused edit: %q; want the entry kept (max_attempts still 5)", out)
+	if out, code := in.cliCode("", "retry", "--wait"); !strings.Contains(out, "discarded 0, remaining 1") || code != 1 {
+		t.Fatalf("after a refused edit: %q, exit %d; want the entry kept (max_attempts still 5), exit 1", out, code)
 	}
 	// Fixed: max_attempts = 1 applies to the next pass.
 	edit(strings.Replace(string(orig), "interval_seconds = 3600", "interval_seconds = 3600\nmax_attempts = 1", 1))

@@ -50,20 +50,27 @@ func newPendingCommand(g *globals) *cobra.Command {
 			return showPending(g.stdout, st, args[0])
 		},
 	}
-	var expired, all bool
+	var expired, all, rejected, corrupt bool
 	purge := &cobra.Command{
-		Use:   "purge --expired|--all",
-		Short: "Delete pending uploads: those past ttl_seconds or max_attempts, or all (needs the proxy stopped)",
-		Args:  cobraArgs(cobra.NoArgs),
+		Use:     "purge --expired|--all|--rejected|--corrupt",
+		Short:   "Delete pending uploads: those past ttl_seconds or max_attempts, or all; or the rejected/ or corrupt/ entries (needs the proxy stopped)",
+		Example: "  fusou-proxy pending purge --expired\n  fusou-proxy pending purge --rejected",
+		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
-			if expired == all {
-				return usageError{errors.New("pending purge: give exactly one of --expired or --all")}
+			if n := countTrue(expired, all, rejected, corrupt); n != 1 {
+				return usageError{errors.New("pending purge: give exactly one of --expired, --all, --rejected or --corrupt")}
 			}
 			st, err := g.openStore(false)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
+			if rejected || corrupt {
+				where := map[bool]string{true: pending.Rejected, false: pending.Corrupt}[rejected]
+				n, err := st.PurgeQuarantined(where)
+				fmt.Fprintf(g.stdout, "purged %d %s entries\n", n, where)
+				return err
+			}
 			var bar *progressbar.ProgressBar
 			n, err := st.Purge(all, func(done, total int) {
 				if total < purgeBarThreshold {
@@ -85,6 +92,8 @@ func newPendingCommand(g *globals) *cobra.Command {
 	}
 	purge.Flags().BoolVar(&expired, "expired", false, "only entries past ttl_seconds or max_attempts")
 	purge.Flags().BoolVar(&all, "all", false, "every entry")
+	purge.Flags().BoolVar(&rejected, "rejected", false, "the entries the server refused (rejected/)")
+	purge.Flags().BoolVar(&corrupt, "corrupt", false, "the entries that could not be read (corrupt/)")
 	cmd.AddCommand(list, show, purge, newImportCommand(g))
 	return cmd
 }
@@ -102,10 +111,21 @@ func listPending(w io.Writer, st *pending.Store) error {
 		fmt.Fprintf(tw, "%s\tunsupported (%s)\t-\t%s\t%d\t%s\n", e.ID, e.Unsupported,
 			e.Created().UTC().Format(time.RFC3339), e.AttemptCount, e.LastError)
 	}
+	quarantined, err := pending.ListQuarantined(st.Dir())
+	if err != nil {
+		return err
+	}
+	for _, q := range quarantined {
+		fmt.Fprintf(tw, "%s\t%s (%s)\t%s\t%s\t-\t%s\n", q.ID, orUnknown(q.Key), q.Where, sizeText(q.Size),
+			time.Unix(q.CreatedAt, 0).UTC().Format(time.RFC3339), q.LastError)
+	}
 	s := st.Stats()
 	fmt.Fprintf(tw, "\n%d entries, %d bytes\n", s.Count, s.Bytes)
 	if n := len(unsupported); n > 0 {
 		fmt.Fprintf(tw, "%d unsupported (not assets: never uploaded, removed at ttl_seconds)\n", n)
+	}
+	if n := len(quarantined); n > 0 {
+		fmt.Fprintf(tw, "%d in rejected/ or corrupt/ (never retried; `pending purge --rejected|--corrupt` removes them)\n", n)
 	}
 	return tw.Flush()
 }
@@ -133,7 +153,39 @@ func showPending(w io.Writer, st *pending.Store, id string) error {
 			}{e.Meta, e.Unsupported})
 		}
 	}
+	quarantined, err := pending.ListQuarantined(st.Dir())
+	if err != nil {
+		return err
+	}
+	for _, q := range quarantined {
+		if q.ID == id {
+			return enc.Encode(q)
+		}
+	}
 	return fmt.Errorf("no pending upload %s", id)
+}
+
+func countTrue(flags ...bool) (n int) {
+	for _, f := range flags {
+		if f {
+			n++
+		}
+	}
+	return n
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unreadable)"
+	}
+	return s
+}
+
+func sizeText(n int64) string {
+	if n < 0 {
+		return "-"
+	}
+	return fmt.Sprint(n)
 }
 
 // openStore opens <data_dir>/pending_uploads with the configured limits; readOnly works

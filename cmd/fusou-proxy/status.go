@@ -164,7 +164,26 @@ func newRetryCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// waitForPass polls the status until pass seq has ended, printing progress on stderr.
+// passOf returns pass seq's summary from the recent passes, or the last pass's when seq is no
+// longer among them.
+func passOf(st statusDoc, seq uint64) retry.Summary {
+	for _, p := range st.Retry.Recent {
+		if p.Seq == seq {
+			return p
+		}
+	}
+	return *st.Retry.LastPass
+}
+
+func stoppedNote(stopped string) string {
+	if stopped == "" {
+		return ""
+	}
+	return ", stopped: " + stopped
+}
+
+// waitForPass polls the status until pass seq has ended, printing progress on stderr, and fails
+// (exit code 1) when that pass left entries undelivered.
 func waitForPass(g *globals, c *controlClient, seq uint64) error {
 	lastShown := ""
 	for {
@@ -173,7 +192,12 @@ func waitForPass(g *globals, c *controlClient, seq uint64) error {
 			return err
 		}
 		if l := st.Retry.LastPass; l != nil && l.Seq >= seq {
-			fmt.Fprintf(g.stdout, "pass %s\n", passLine(*l))
+			sum := passOf(st, seq)
+			fmt.Fprintf(g.stdout, "pass %s\n", passLine(sum))
+			if sum.Failed > 0 || sum.Rejected > 0 || sum.Stopped != "" {
+				return fmt.Errorf("retry pass %d did not deliver everything (failed %d, rejected %d%s)",
+					sum.Seq, sum.Failed, sum.Rejected, stoppedNote(sum.Stopped))
+			}
 			return nil
 		}
 		if p := st.Retry.Progress; p != nil {
