@@ -310,7 +310,8 @@ func (ix *Index) merge(ans *keysAnswer, full bool) {
 			ix.since = t.UnixMilli()
 		}
 	default:
-		ix.log.Warn("Keys answer without snapshotUpperMs; cursor kept", zap.Int64("since", ix.since))
+		// A cached answer may lack it (SPEC §5): the next listing asks from the same cursor.
+		ix.log.Debug("Keys answer without snapshotUpperMs; cursor kept", zap.Int64("since", ix.since))
 	}
 }
 

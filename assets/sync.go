@@ -379,7 +379,9 @@ func (p *Pipeline) worker(ctx context.Context) {
 			}
 			d := p.Deliver(ctx, e)
 			if (d.Class == Auth || d.Class == Transient) && !d.Cancelled {
-				p.log.Info("Saved pending upload due to "+d.Reason,
+				// DEBUG: a session-less game start would otherwise log a line per asset; the
+				// app's minute summary counts them.
+				p.log.Debug("Saved pending upload due to "+d.Reason,
 					zap.String("id", e.ID), zap.String("key", e.Context.Key), zap.Stringer("class", d.Class))
 			}
 		}

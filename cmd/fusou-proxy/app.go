@@ -178,6 +178,7 @@ func (a *app) serve(ctx context.Context) error {
 	a.pipeline.Run(runCtx)
 	a.retry.Start(runCtx)
 	go a.refreshIndex(runCtx)
+	go a.summarize(runCtx, summaryEvery)
 	if err := config.Watch(runCtx, a.src, a.cfg, a.reload); err != nil {
 		a.log.Warn("config file changes will need a restart", zap.Error(err))
 	}
@@ -235,6 +236,38 @@ func (a *app) close() {
 		if err := a.store.Close(); err != nil {
 			a.log.Warn("close pending store", zap.Error(err))
 		}
+	}
+}
+
+// summaryEvery is how often a minute's activity is summed up in one INFO line.
+const summaryEvery = time.Minute
+
+// summarize logs, every period in which something happened, one INFO line with what the
+// pipeline did in it, in place of a line per capture.
+func (a *app) summarize(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	prev := a.pipeline.Stats()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur := a.pipeline.Stats()
+		if cur == prev {
+			continue
+		}
+		a.log.Info("Activity in the last minute",
+			zap.Int64("captured", cur.Captured-prev.Captured),
+			zap.Int64("saved_pending", cur.Committed-prev.Committed),
+			zap.Int64("uploaded", cur.Uploaded-prev.Uploaded),
+			zap.Int64("waiting_for_session", cur.Auth-prev.Auth),
+			zap.Int64("failed", cur.Failed-prev.Failed),
+			zap.Int64("rejected", cur.Rejected-prev.Rejected),
+			zap.Int64("shed", cur.Shed-prev.Shed),
+			zap.Int("pending", a.store.Stats().Count))
+		prev = cur
 	}
 }
 

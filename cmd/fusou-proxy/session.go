@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -19,6 +21,23 @@ type sessionBody struct {
 	ExpiresAt    any    `json:"expires_at,omitempty"`
 	DatasetToken string `json:"dataset_token,omitempty"`
 	AutoRefresh  *bool  `json:"auto_refresh,omitempty"`
+}
+
+// parseExpiresFlag reads --expires-at: an RFC 3339 time or Unix seconds, in the future.
+func parseExpiresFlag(v string, now time.Time) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		n, nerr := strconv.ParseInt(v, 10, 64)
+		if nerr != nil || n <= 0 || n > 1<<40 {
+			return time.Time{}, fmt.Errorf("session set: --expires-at must be an RFC 3339 time (e.g. %s) or Unix seconds, got %q",
+				now.Add(time.Hour).UTC().Format(time.RFC3339), v)
+		}
+		t = time.Unix(n, 0)
+	}
+	if !t.After(now) {
+		return time.Time{}, fmt.Errorf("session set: --expires-at %s is in the past: the access token has expired", t.UTC().Format(time.RFC3339))
+	}
+	return t, nil
 }
 
 func newSessionCommand(g *globals) *cobra.Command {
@@ -47,7 +66,11 @@ func newSessionCommand(g *globals) *cobra.Command {
 					return usageError{fmt.Errorf("session set: read the session JSON from standard input: %w", err)}
 				}
 			} else if expires != "" {
-				b.ExpiresAt = expires
+				t, err := parseExpiresFlag(expires, time.Now())
+				if err != nil {
+					return usageError{err}
+				}
+				b.ExpiresAt = t.UTC().Format(time.RFC3339)
 			}
 			if b.AutoRefresh == nil || cmd.Flags().Changed("auto-refresh") {
 				b.AutoRefresh = &autoRefresh
