@@ -18,9 +18,10 @@ func newCACommand(g *globals) *cobra.Command {
 	var der bool
 	var out string
 	export := &cobra.Command{
-		Use:   "export",
-		Short: "Print the CA certificate (made if missing), to trust it in a browser or OS",
-		Args:  cobraArgs(cobra.NoArgs),
+		Use:     "export",
+		Example: "  fusou-proxy ca export --out fusou-ca.pem\n  fusou-proxy ca export --der --out fusou-ca.der",
+		Short:   "Print the CA certificate (made if missing), to trust it in a browser or OS",
+		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			cfg, err := g.load()
 			if err != nil {
@@ -49,9 +50,10 @@ func newCACommand(g *globals) *cobra.Command {
 	export.Flags().StringVar(&out, "out", "", "write to this file instead of standard output")
 
 	rotate := &cobra.Command{
-		Use:   "rotate",
-		Short: "Make a new CA for the current mitm_hosts; the old one is kept aside",
-		Args:  cobraArgs(cobra.NoArgs),
+		Use:     "rotate",
+		Example: "  fusou-proxy ca rotate && fusou-proxy ca export --out fusou-ca.pem",
+		Short:   "Make a new CA for the current mitm_hosts; the old one is kept aside",
+		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			cfg, err := g.load()
 			if err != nil {

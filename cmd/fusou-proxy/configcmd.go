@@ -12,9 +12,10 @@ func newConfigCommand(g *globals) *cobra.Command {
 		Short: "Inspect the configuration",
 	}
 	cmd.AddCommand(&cobra.Command{
-		Use:   "show",
-		Short: "Print the effective configuration (secrets redacted)",
-		Args:  cobraArgs(cobra.NoArgs),
+		Use:     "show",
+		Example: "  fusou-proxy config show\n  FUSOU_APP_ASSET_SYNC_RETRY_MAX_ATTEMPTS=8 fusou-proxy config show",
+		Short:   "Print the effective configuration (secrets redacted)",
+		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
 			if err != nil {

@@ -24,8 +24,9 @@ const fusouSearchDepth = 3
 func newImportCommand(g *globals) *cobra.Command {
 	var move, force bool
 	cmd := &cobra.Command{
-		Use:   "import [DIR]",
-		Short: "Copy the FUSOU app's pending uploads into this store (needs the proxy stopped)",
+		Use:     "import [DIR]",
+		Example: "  fusou-proxy pending import\n  fusou-proxy pending import --move ~/.config/fusou-app/pending_uploads",
+		Short:   "Copy the FUSOU app's pending uploads into this store (needs the proxy stopped)",
 		Long: `Copy every sound asset entry of a pending folder into this store, skipping what is
 already pending or known uploaded. DIR defaults to every pending_uploads and pending folder
 under the OS config dir's fusou-app/. The source is left as it was unless --move. A folder

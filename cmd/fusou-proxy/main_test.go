@@ -118,6 +118,21 @@ func TestRunWithNoConfigStartsAndStopsOnSIGTERM(t *testing.T) {
 	if err != nil || tok.Mode().Perm() != 0o600 {
 		t.Errorf("control.token: %v; want a 0600 file", err)
 	}
+	// The first run, which made the CA, says what is left to do; later runs do not.
+	for _, want := range []string{"Next steps", "fusou-proxy ca export", "/proxy.pac", "session set"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the first run's output lacks %q:\n%s", want, out)
+		}
+	}
+	cmd = command(t, home, []string{"FUSOU_PROXY_LISTEN=127.0.0.1:0", "FUSOU_CONTROL_LISTEN=127.0.0.1:0"}, "run", "--log-format", "json")
+	out, wait = startRun(t, cmd)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := wait(); err != nil {
+		t.Fatalf("second run: %v\n%s", err, out)
+	}
+	if strings.Contains(out.String(), "Next steps") {
+		t.Errorf("a later run repeats the next steps:\n%s", out)
+	}
 }
 
 func TestBadConfigExitsTwoWithOneLine(t *testing.T) {

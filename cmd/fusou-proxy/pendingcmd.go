@@ -25,9 +25,10 @@ func newPendingCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "pending", Short: "Inspect, purge or import pending uploads (works on the store directly)"}
 
 	list := &cobra.Command{
-		Use:   "list",
-		Short: "List pending uploads, oldest first (works while the proxy runs)",
-		Args:  cobraArgs(cobra.NoArgs),
+		Use:     "list",
+		Example: "  fusou-proxy pending list",
+		Short:   "List pending uploads, oldest first (works while the proxy runs)",
+		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			st, err := g.openStore(true)
 			if err != nil {
@@ -38,9 +39,10 @@ func newPendingCommand(g *globals) *cobra.Command {
 		},
 	}
 	show := &cobra.Command{
-		Use:   "show ID",
-		Short: "Print one pending upload's metadata",
-		Args:  cobraArgs(cobra.ExactArgs(1)),
+		Use:     "show ID",
+		Example: "  fusou-proxy pending show 0b6f3c1e-7a52-4f0e-9c1d-2f8a4d5e6b7c",
+		Short:   "Print one pending upload's metadata",
+		Args:    cobraArgs(cobra.ExactArgs(1)),
 		RunE: func(_ *cobra.Command, args []string) error {
 			st, err := g.openStore(true)
 			if err != nil {

@@ -30,6 +30,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "fusou-proxy",
 		Short:         "Local HTTPS proxy that syncs KanColle's game assets to FUSOU",
+		Example:       "  fusou-proxy run\n  fusou-proxy status",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobraArgs(cobra.NoArgs), // an unknown command is a usage error

@@ -2,12 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/fusou-proxy/fusou-proxy/certs"
 	"github.com/fusou-proxy/fusou-proxy/internal/config"
 	"github.com/fusou-proxy/fusou-proxy/internal/datadir"
 )
@@ -15,9 +22,10 @@ import (
 func newRunCommand(g *globals) *cobra.Command {
 	var listen, controlListen string
 	cmd := &cobra.Command{
-		Use:   "run",
-		Short: "Run the proxy (the main job)",
-		Args:  cobraArgs(cobra.NoArgs),
+		Use:     "run",
+		Example: "  fusou-proxy run\n  fusou-proxy run --listen 127.0.0.1:8060 --log-level debug",
+		Short:   "Run the proxy (the main job)",
+		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -67,6 +75,8 @@ func (g *globals) run(ctx context.Context, listen, controlListen string) error {
 	if err != nil {
 		return err
 	}
+	_, caErr := os.Stat(filepath.Join(cfg.DataDir, datadir.CADir, certs.CertFile))
+	firstRun := errors.Is(caErr, fs.ErrNotExist)
 	a, err := newApp(src, cfg, flags, log, token)
 	if err != nil {
 		return err
@@ -75,5 +85,33 @@ func (g *globals) run(ctx context.Context, listen, controlListen string) error {
 		a.close()
 		return err
 	}
+	if firstRun {
+		printNextSteps(g.stderr, a.controlLn.Addr().String(), a.proxyLn.Addr().String())
+	}
 	return a.serve(ctx)
+}
+
+// printNextSteps tells a new user, on the run that made the CA, what is left to do.
+func printNextSteps(w io.Writer, controlAddr, proxyAddr string) {
+	fmt.Fprintf(w, `
+fusou-proxy is running. Next steps:
+  1. Trust its CA (it can only vouch for the game's hosts): run
+       fusou-proxy ca export --out fusou-ca.pem
+     and import fusou-ca.pem %s (the README's "Trust the CA" has each browser).
+  2. Point the browser at http://%s/proxy.pac ("automatic proxy configuration URL"),
+     or use %s as its HTTP and HTTPS proxy.
+  3. Give it your FUSOU session: the FUSOU app posts it, or see "fusou-proxy session set --help".
+
+`, trustHint(), controlAddr, proxyAddr)
+}
+
+// trustHint says where this OS keeps trusted roots.
+func trustHint() string {
+	switch runtime.GOOS {
+	case "windows":
+		return `into "Trusted Root Certification Authorities" (double-click it, or: certutil -user -addstore Root fusou-ca.pem)`
+	case "darwin":
+		return "into your login keychain (Keychain Access, or: security add-trusted-cert -r trustRoot -k ~/Library/Keychains/login.keychain-db fusou-ca.pem)"
+	}
+	return "into your browser's certificate authorities (Chromium: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n fusou-proxy -i fusou-ca.pem)"
 }

@@ -46,8 +46,9 @@ func newSessionCommand(g *globals) *cobra.Command {
 	var expires string
 	autoRefresh := true
 	set := &cobra.Command{
-		Use:   "set [--access-token T --refresh-token R [--dataset-token D] [--expires-at TIME]]",
-		Short: "Post a session to the running instance; with no token flags, read a JSON document from standard input",
+		Use:     "set [--access-token T --refresh-token R [--dataset-token D] [--expires-at TIME]]",
+		Example: "  echo '{\"access_token\":\"…\",\"refresh_token\":\"…\",\"dataset_token\":\"…\"}' | fusou-proxy session set\n  fusou-proxy session set --auto-refresh=false < session.json",
+		Short:   "Post a session to the running instance; with no token flags, read a JSON document from standard input",
 		Long: "Post a session to the running instance. Without --access-token, the session is read as JSON\n" +
 			"from standard input ({\"access_token\",\"refresh_token\",\"expires_at\"?,\"dataset_token\"?}),\n" +
 			"which keeps the tokens out of the process list.\n\n" +
@@ -96,9 +97,10 @@ func newSessionCommand(g *globals) *cobra.Command {
 	set.Flags().StringVar(&expires, "expires-at", "", "access token expiry, RFC 3339 (optional)")
 
 	clear := &cobra.Command{
-		Use:   "clear",
-		Short: "Forget the session in the running instance",
-		Args:  cobraArgs(cobra.NoArgs),
+		Use:     "clear",
+		Example: "  fusou-proxy session clear",
+		Short:   "Forget the session in the running instance",
+		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			c, err := g.client()
 			if err != nil {

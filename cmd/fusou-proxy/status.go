@@ -41,9 +41,10 @@ const pollInterval = 200 * time.Millisecond
 func newStatusCommand(g *globals) *cobra.Command {
 	var raw bool
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show the running instance's status",
-		Args:  cobraArgs(cobra.NoArgs),
+		Use:     "status",
+		Example: "  fusou-proxy status\n  fusou-proxy status --json",
+		Short:   "Show the running instance's status",
+		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			c, err := g.client()
 			if err != nil {
@@ -134,9 +135,10 @@ func passLine(l retry.Summary) string {
 func newRetryCommand(g *globals) *cobra.Command {
 	var wait bool
 	cmd := &cobra.Command{
-		Use:   "retry [--wait]",
-		Short: "Ask the running instance for a retry pass now (due times ignored)",
-		Args:  cobraArgs(cobra.NoArgs),
+		Use:     "retry [--wait]",
+		Example: "  fusou-proxy retry --wait",
+		Short:   "Ask the running instance for a retry pass now (due times ignored)",
+		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			c, err := g.client()
 			if err != nil {

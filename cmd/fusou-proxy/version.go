@@ -26,9 +26,10 @@ func buildInfo() string {
 
 func newVersionCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print version and build information",
-		Args:  cobraArgs(cobra.NoArgs),
+		Use:     "version",
+		Example: "  fusou-proxy version",
+		Short:   "Print version and build information",
+		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, err := fmt.Fprintln(g.stdout, buildInfo())
 			return err
