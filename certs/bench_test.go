@@ -10,7 +10,7 @@ import (
 func BenchmarkLeafGenerate(b *testing.B) {
 	a := mustOpen(b, Options{})
 	for b.Loop() {
-		if _, err := a.newLeaf("w01y.kancolle-server.com"); err != nil {
+		if _, err := a.newLeaf(a.root.Load(), "w01y.kancolle-server.com"); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -157,7 +157,7 @@ func TestOpen_ReopenLoadsSameCA(t *testing.T) {
 	if !bytes.Equal(a.DER(), b.DER()) {
 		t.Fatal("reopen made a different CA")
 	}
-	if !b.key.Equal(a.key) {
+	if !b.root.Load().key.Equal(a.root.Load().key) {
 		t.Fatal("reopen loaded a different key")
 	}
 	// A mitm host that is a subdomain of the CA's domain is covered without a rotation.
@@ -398,7 +398,7 @@ func TestKeyNeverLogged(t *testing.T) {
 		t.Fatalf("only %d log lines; the test is not looking at anything", logs.Len())
 	}
 	block, _ := pem.Decode(mustReadFile(t, filepath.Join(o.Dir, KeyFile)))
-	raw, err := a.key.Bytes()
+	raw, err := a.root.Load().key.Bytes()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
@@ -119,19 +120,29 @@ type Stats struct {
 
 // Authority is a loaded CA and its leaf cache. It is safe for concurrent use.
 type Authority struct {
-	dir     string
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	pemData []byte
-	now     func() time.Time
-	logger  *zap.Logger
+	dir    string
+	root   atomic.Pointer[root] // the CA in use; Reload swaps it
+	now    func() time.Time
+	logger *zap.Logger
 
 	flight singleflight.Group
 
-	mu    sync.Mutex // guards cache
-	cache *lru
+	mu        sync.Mutex // guards cache
+	cache     *lru
+	cacheSize int
 
 	hits, misses, generations, evictions atomic.Uint64
+}
+
+// root is a CA certificate with its key, as one value so that a reload swaps both at once.
+type root struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newRoot(cert *x509.Certificate, key *ecdsa.PrivateKey) *root {
+	return &root{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})}
 }
 
 // Open loads the CA from o.Dir, or makes one for o.Hosts if the folder holds none. It fails
@@ -214,15 +225,9 @@ func (o Options) newAuthority(cert *x509.Certificate, key *ecdsa.PrivateKey) *Au
 	if size <= 0 {
 		size = DefaultCacheSize
 	}
-	return &Authority{
-		dir:     o.Dir,
-		cert:    cert,
-		key:     key,
-		pemData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
-		now:     o.now,
-		logger:  o.logger(),
-		cache:   newLRU(size),
-	}
+	a := &Authority{dir: o.Dir, now: o.now, logger: o.logger(), cache: newLRU(size), cacheSize: size}
+	a.root.Store(newRoot(cert, key))
+	return a
 }
 
 func (o Options) logger() *zap.Logger {
@@ -265,13 +270,13 @@ func (o Options) hosts() ([]string, error) {
 }
 
 // Certificate returns the CA certificate. The caller must not modify it.
-func (a *Authority) Certificate() *x509.Certificate { return a.cert }
+func (a *Authority) Certificate() *x509.Certificate { return a.root.Load().cert }
 
 // PEM returns the CA certificate in PEM form, as in fusou-ca.pem.
-func (a *Authority) PEM() []byte { return slices.Clone(a.pemData) }
+func (a *Authority) PEM() []byte { return slices.Clone(a.root.Load().pem) }
 
 // DER returns the CA certificate in DER form, as in fusou-ca.der.
-func (a *Authority) DER() []byte { return slices.Clone(a.cert.Raw) }
+func (a *Authority) DER() []byte { return slices.Clone(a.Certificate().Raw) }
 
 // RotationAdvice says why the CA should be replaced with `fusou-proxy ca rotate`, or "" when
 // it need not be. A CA made before the root carried Extended Key Usage serverAuth keeps
@@ -282,6 +287,34 @@ func (a *Authority) RotationAdvice() string {
 		return "the CA may sign more than server certificates (it has no Extended Key Usage serverAuth); run `fusou-proxy ca rotate` and trust the new one"
 	}
 	return ""
+}
+
+// Reload reads the CA in the folder again and, when it is another CA than the one in use (a
+// `ca rotate` beside the running proxy), starts using it: new leaves are signed by it and the
+// cached ones are dropped. It reports whether the CA changed. A CA that does not load, or no
+// longer covers a host the one in use covered, is refused and the old one stays.
+func (a *Authority) Reload() (bool, error) {
+	cert, key, err := load(a.dir, a.logger, a.now())
+	if err != nil {
+		return false, fmt.Errorf("reload ca: %w", err)
+	}
+	old := a.root.Load()
+	if bytes.Equal(cert.Raw, old.cert.Raw) {
+		return false, nil
+	}
+	next := &Authority{root: atomic.Pointer[root]{}}
+	next.root.Store(newRoot(cert, key))
+	for _, d := range old.cert.PermittedDNSDomains {
+		if h := strings.TrimPrefix(d, "."); !next.covers(h) {
+			return false, fmt.Errorf("reload ca: the new CA does not cover %s", h)
+		}
+	}
+	a.mu.Lock()
+	a.root.Store(next.root.Load())
+	a.cache = newLRU(a.cacheSize)
+	a.mu.Unlock()
+	a.logger.Info("Reloaded CA", caFields(a.dir, cert)...)
+	return true, nil
 }
 
 // Dir returns the CA folder.
@@ -296,7 +329,7 @@ func (a *Authority) Covers(host string) bool {
 
 // covers is Covers for a normalised host.
 func (a *Authority) covers(h string) bool {
-	for _, d := range a.cert.PermittedDNSDomains {
+	for _, d := range a.Certificate().PermittedDNSDomains {
 		// A constraint with a leading dot permits subdomains only (RFC 5280 §4.2.1.10);
 		// ours never have one, but a CA on disk is checked, not trusted.
 		if strings.HasPrefix(d, ".") {

@@ -39,19 +39,21 @@ func (a *Authority) LeafFor(host string) (*tls.Certificate, error) {
 	}
 	a.misses.Add(1)
 
-	v, err, _ := a.flight.Do(h, func() (any, error) {
+	r := a.root.Load()
+	// The flight is per CA too, so a caller after a Reload never gets a leaf of the old one.
+	v, err, _ := a.flight.Do(r.cert.SerialNumber.String()+" "+h, func() (any, error) {
 		// A flight for h may have finished between our miss and this call; its leaf is
 		// in the cache by then, so look again before paying for a key.
 		if c := a.cached(h); c != nil {
 			return c, nil
 		}
-		c, err := a.newLeaf(h)
+		c, err := a.newLeaf(r, h)
 		if err != nil {
 			return nil, err
 		}
 		a.generations.Add(1)
 		a.mu.Lock()
-		if a.cache.add(h, c) {
+		if a.root.Load() == r && a.cache.add(h, c) { // not cached if the CA changed meanwhile
 			a.evictions.Add(1)
 		}
 		a.mu.Unlock()
@@ -75,7 +77,7 @@ func (a *Authority) cached(h string) *tls.Certificate {
 }
 
 // newLeaf makes a key and a certificate for h, which the caller has normalised and checked.
-func (a *Authority) newLeaf(h string) (*tls.Certificate, error) {
+func (a *Authority) newLeaf(r *root, h string) (*tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
@@ -87,8 +89,8 @@ func (a *Authority) newLeaf(h string) (*tls.Certificate, error) {
 	notBefore := a.now().Add(-clockSkew)
 	notAfter := notBefore.Add(leafValidity)
 	// A leaf outliving its CA would be refused by some clients; end with the CA instead.
-	if notAfter.After(a.cert.NotAfter) {
-		notAfter = a.cert.NotAfter
+	if notAfter.After(r.cert.NotAfter) {
+		notAfter = r.cert.NotAfter
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -100,12 +102,12 @@ func (a *Authority) newLeaf(h string) (*tls.Certificate, error) {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 	}
-	return a.sign(tmpl, key)
+	return sign(r, tmpl, key)
 }
 
 // sign issues tmpl for key's public half with the CA key and wraps it for crypto/tls.
-func (a *Authority) sign(tmpl *x509.Certificate, key *ecdsa.PrivateKey) (*tls.Certificate, error) {
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cert, &key.PublicKey, a.key)
+func sign(r *root, tmpl *x509.Certificate, key *ecdsa.PrivateKey) (*tls.Certificate, error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, r.cert, &key.PublicKey, r.key)
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate: %w", err)
 	}
@@ -114,7 +116,7 @@ func (a *Authority) sign(tmpl *x509.Certificate, key *ecdsa.PrivateKey) (*tls.Ce
 		return nil, fmt.Errorf("parse certificate: %w", err)
 	}
 	return &tls.Certificate{
-		Certificate: [][]byte{der, a.cert.Raw},
+		Certificate: [][]byte{der, r.cert.Raw},
 		PrivateKey:  key,
 		Leaf:        leaf,
 	}, nil

@@ -45,7 +45,7 @@ func signDirect(t *testing.T, a *Authority, dnsNames []string, ips []net.IP) *x5
 	if len(dnsNames) > 0 {
 		cn = dnsNames[0]
 	}
-	c, err := a.sign(&x509.Certificate{
+	c, err := sign(a.root.Load(), &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: cn},
 		DNSNames:     dnsNames,
