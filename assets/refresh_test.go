@@ -92,6 +92,18 @@ func (r *refreshCounter) refresh(ctx context.Context, s Session) (Session, error
 	return Session{AccessToken: fmt.Sprintf("access-%d", n), RefreshToken: fmt.Sprintf("refresh-%d", n), ExpiresAt: r.exp}, nil
 }
 
+// waitStarted polls, with a deadline, until a refresh is under way.
+func (r *refreshCounter) waitStarted(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.calls.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no refresh started within 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func newOwnedHolder(t *testing.T, r *refreshCounter, now time.Time, s Session) (*SessionHolder, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.WarnLevel)
@@ -156,10 +168,7 @@ func TestRefreshIsSingleFlight(t *testing.T) {
 			results <- h.RefreshAfter401(context.Background(), stale)
 		}()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for r.calls.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // poll: wait until the first refresh is under way
-	}
+	r.waitStarted(t)
 	close(r.gate)
 	wg.Wait()
 	close(results)
@@ -211,10 +220,7 @@ func TestRefreshDoesNotOverwriteAPostedSession(t *testing.T) {
 	h, _ := newOwnedHolder(t, r, now, stale)
 	done := make(chan bool)
 	go func() { done <- h.RefreshAfter401(context.Background(), stale) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for r.calls.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	r.waitStarted(t)
 	h.Set(Session{AccessToken: "posted", RefreshToken: "posted-r", DatasetToken: "ds"})
 	close(r.gate)
 	<-done
