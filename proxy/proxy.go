@@ -394,7 +394,7 @@ func (w hijackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		w.conn = c
 		if tc, ok := c.(trackedConn); ok && w.mitm != nil {
 			w.mitm.tracked = tc
-			_ = tc // MUT
+			tc.Handshaking()
 		}
 	}
 	return c, rw, err

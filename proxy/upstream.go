@@ -24,7 +24,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (resp *http.
 	p.stats.requests.Add(1)
 	if tc := trackerOf(ctx); tc != nil {
 		tc.RequestStarted()
-		// MUT // deferred first: sees the final resp
+		defer func() { trackResponse(tc, resp) }() // deferred first: sees the final resp
 	}
 	defer func() {
 		if v := recover(); v != nil {

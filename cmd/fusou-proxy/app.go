@@ -18,6 +18,7 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/certs"
 	"github.com/fusou-proxy/fusou-proxy/control"
 	"github.com/fusou-proxy/fusou-proxy/internal/config"
+	"github.com/fusou-proxy/fusou-proxy/internal/connlimit"
 	"github.com/fusou-proxy/fusou-proxy/internal/datadir"
 	"github.com/fusou-proxy/fusou-proxy/pending"
 	"github.com/fusou-proxy/fusou-proxy/proxy"
@@ -179,13 +180,14 @@ func (a *app) serve(ctx context.Context) error {
 	a.retry.Start(runCtx)
 	go a.refreshIndex(runCtx)
 	go a.summarize(runCtx, summaryEvery)
+	go a.watchCA(runCtx, caPollEvery)
 	if err := config.Watch(runCtx, a.src, a.cfg, a.reload); err != nil {
 		a.log.Warn("config file changes will need a restart", zap.Error(err))
 	}
 
-	proxySrv := &http.Server{Handler: a.proxy, ReadHeaderTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(a.log.Named("proxy.http"))}
+	proxySrv, proxyLn := a.proxyServer()
 	errc := make(chan error, 2)
-	go func() { errc <- proxySrv.Serve(a.proxyLn) }()
+	go func() { errc <- proxySrv.Serve(proxyLn) }()
 	controlCtx, stopControl := context.WithCancel(context.Background())
 	defer stopControl()
 	go func() { errc <- a.control.Serve(controlCtx, a.controlLn) }()
@@ -223,6 +225,19 @@ func (a *app) serve(ctx context.Context) error {
 	a.close()
 	a.log.Info("fusou-proxy stopped", zap.Duration("uptime", time.Since(a.started)))
 	return runErr
+}
+
+// proxyServer is the proxy's http.Server and its listener, which caps and times out client
+// connections (SPEC §11). The cap is proxy.max_conns, lowered to fit the file-descriptor limit.
+func (a *app) proxyServer() (*http.Server, net.Listener) {
+	want := a.cfg.Proxy.MaxConns
+	maxConns, fdLimit := connlimit.EffectiveMax(want)
+	a.log.Info("Proxy connection cap", zap.Int("max_conns", maxConns), zap.Int("configured", want),
+		zap.Uint64("fd_limit", fdLimit), zap.Bool("lowered", maxConns < want))
+	ln := connlimit.NewListener(a.proxyLn, connlimit.Options{Max: maxConns, Logger: a.log.Named("proxy.conns")})
+	srv := &http.Server{Handler: a.proxy, ErrorLog: zap.NewStdLog(a.log.Named("proxy.http"))}
+	ln.Configure(srv)
+	return srv, ln
 }
 
 // close releases what newApp opened.

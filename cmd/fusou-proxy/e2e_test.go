@@ -144,6 +144,13 @@ type instance struct {
 // starts `fusou-proxy run`.
 func startInstance(t *testing.T, game *gameServer, api *assettest.Server, extraTOML string) *instance {
 	t.Helper()
+	return startInstanceWith(t, game, api, extraTOML, nil)
+}
+
+// startInstanceWith is startInstance; wrap, when not nil, may change the command before it
+// starts (e.g. run it under a lower file-descriptor limit).
+func startInstanceWith(t *testing.T, game *gameServer, api *assettest.Server, extraTOML string, wrap func(*exec.Cmd)) *instance {
+	t.Helper()
 	in := &instance{t: t, home: t.TempDir(), data: t.TempDir(), api: api, game: game,
 		proxyAddr: freePort(t), controlAddr: freePort(t)}
 	in.config = filepath.Join(t.TempDir(), "configs.toml")
@@ -166,6 +173,9 @@ listen = %q
 		t.Fatal(err)
 	}
 	in.cmd = in.command("run", "--log-format", "json", "--log-level", "debug")
+	if wrap != nil {
+		wrap(in.cmd)
+	}
 	in.logs, in.wait = startRun(t, in.cmd)
 	t.Cleanup(func() { in.stop() })
 	return in

@@ -7,7 +7,11 @@
 // `config show` and the test that checks the repository's configs.toml all walk it.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/connlimit"
+)
 
 // Config is the whole effective configuration. Each field's `key` tag is its TOML name.
 type Config struct {
@@ -22,6 +26,7 @@ type Proxy struct {
 	MITMHosts      []string `key:"mitm_hosts"`
 	UpstreamCAFile string   `key:"upstream_ca_file"`
 	ConnectTo      []string `key:"connect_to"`
+	MaxConns       int      `key:"max_conns"`
 	Capture        Capture  `key:"capture"`
 }
 
@@ -88,6 +93,9 @@ const (
 	DefaultControlListen = "127.0.0.1:8051"
 	// MaxAssetBytesLimit is the FUSOU server's own limit (200 MiB); nothing larger is captured.
 	MaxAssetBytesLimit = 200 << 20
+	// MaxConnsLimit is the largest proxy.max_conns accepted: 2^20, Linux's default ceiling
+	// on a process's file descriptors (fs.nr_open).
+	MaxConnsLimit = 1 << 20
 	// DefaultSupabaseURL is FUSOU's Supabase project (FUSOU-WEB's PUBLIC_SUPABASE_URL); empty
 	// until the project publishes it, which leaves refreshing off.
 	DefaultSupabaseURL = ""
@@ -104,6 +112,7 @@ func Default() Config {
 			Listen:    DefaultListen,
 			MITMHosts: []string{"kancolle-server.com"},
 			ConnectTo: []string{},
+			MaxConns:  connlimit.DefaultMax,
 			Capture: Capture{
 				Enable:           true,
 				PathPrefixes:     []string{"/kcs2/", "/kcs/", "/kcscontents/", "/gadget_html5/"},

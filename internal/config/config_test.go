@@ -181,6 +181,8 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{"[proxy]\nconnect_to = [\"a.example:443:127.0.0.1\"]", "proxy.connect_to"},
 		{"[proxy]\nconnect_to = [\"a.example:https:127.0.0.1:9443\"]", "proxy.connect_to"},
 		{"[proxy]\nupstream_ca_file = \"/nonexistent/ca.pem\"", "proxy.upstream_ca_file"},
+		{"[proxy]\nmax_conns = 0", "proxy.max_conns"},
+		{"[proxy]\nmax_conns = 2000000", "proxy.max_conns"},
 		{"[proxy.capture]\npath_prefixes = [\"kcs2/\"]", "proxy.capture.path_prefixes"},
 		{"[proxy.capture]\nmax_asset_bytes = 0", "proxy.capture.max_asset_bytes"},
 		{"[proxy.capture]\nenable = \"yes please\"", "proxy.capture.enable"},

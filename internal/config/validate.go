@@ -25,6 +25,7 @@ func (c *Config) Validate() error {
 		{"proxy.mitm_hosts", func() string { return domains(c.Proxy.MITMHosts) }},
 		{"proxy.upstream_ca_file", func() string { return readableFile(c.Proxy.UpstreamCAFile) }},
 		{"proxy.connect_to", func() string { return connectTo(c.Proxy.ConnectTo) }},
+		{"proxy.max_conns", func() string { return between(int64(c.Proxy.MaxConns), 1, MaxConnsLimit) }},
 		{"proxy.capture.path_prefixes", func() string { return pathPrefixes(c.Proxy.Capture.PathPrefixes) }},
 		{"proxy.capture.skip_path_prefixes", func() string { return pathPrefixes(c.Proxy.Capture.SkipPathPrefixes) }},
 		{"proxy.capture.max_asset_bytes", func() string { return between(c.Proxy.Capture.MaxAssetBytes, 1, MaxAssetBytesLimit) }},
