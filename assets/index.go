@@ -78,6 +78,7 @@ type Index struct {
 	log         *zap.Logger
 
 	refreshMu sync.Mutex // serialises Refresh, and with it writes of the file
+	acks      *ackLog    // nil without a path
 
 	mu          sync.RWMutex // guards the fields below
 	entries     *keyTable
@@ -130,6 +131,7 @@ func OpenIndex(o IndexOptions) (*Index, error) {
 		}
 	}
 	if ix.path != "" {
+		ix.acks = &ackLog{path: ix.path + ".acks", log: ix.log}
 		if err := ix.load(); err != nil {
 			ix.log.Warn("Ignoring unreadable asset index", zap.String("path", ix.path), zap.Error(err))
 		}
@@ -145,14 +147,26 @@ func (ix *Index) Known(key, hash string) bool {
 }
 
 // Add records that the server now stores key with hash, after an upload
-// succeeded. It is persisted with the next refresh.
+// succeeded. It is durable within a second (ackLog), and in the index file from the
+// next refresh.
 func (ix *Index) Add(key, hash string, size int64) {
 	ix.mu.Lock()
-	defer ix.mu.Unlock()
 	ix.entries.set(key, hash, size)
 	if ix.addedDuring != nil {
 		ix.addedDuring[key] = indexEntry{hash: hash, size: size}
 	}
+	ix.mu.Unlock()
+	if ix.acks != nil {
+		ix.acks.add(key, hash, size)
+	}
+}
+
+// Flush makes every Add so far durable now, for a clean shutdown.
+func (ix *Index) Flush() error {
+	if ix.acks == nil {
+		return nil
+	}
+	return ix.acks.flush()
 }
 
 // Len returns the number of keys in the index.
@@ -330,6 +344,18 @@ type indexFileItem struct {
 }
 
 func (ix *Index) load() error {
+	fileErr := ix.loadFile()
+	items, err := ix.acks.read() // read even when the index file is not: these are newer
+	ix.mu.Lock()
+	for _, it := range items {
+		ix.entries.set(it.Key, it.ContentHash, it.Size)
+	}
+	ix.mu.Unlock()
+	return errors.Join(fileErr, err)
+}
+
+// loadFile reads the index file itself.
+func (ix *Index) loadFile() error {
 	b, err := os.ReadFile(ix.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -358,6 +384,10 @@ func (ix *Index) load() error {
 
 // save writes the index to its file atomically; refreshMu must be held.
 func (ix *Index) save() error {
+	// Hold the ack log while the snapshot is taken and written, so that an Add either lands in
+	// the snapshot or in the log after it is truncated, never only in the truncated log.
+	ix.acks.mu.Lock()
+	defer ix.acks.mu.Unlock()
 	ix.mu.RLock()
 	f := indexFile{Version: indexFileVersion, Since: ix.since, Items: make([]indexFileItem, 0, ix.entries.len())}
 	if !ix.lastRefresh.IsZero() {
@@ -375,5 +405,5 @@ func (ix *Index) save() error {
 	if err := atomicfile.WriteFile(ix.path, b, 0o600); err != nil {
 		return fmt.Errorf("write asset index: %w", err)
 	}
-	return nil
+	return ix.acks.truncateLocked()
 }

@@ -242,6 +242,11 @@ func (a *app) proxyServer() (*http.Server, net.Listener) {
 
 // close releases what newApp opened.
 func (a *app) close() {
+	if a.index != nil {
+		if err := a.index.Flush(); err != nil {
+			a.log.Warn("record acknowledged uploads", zap.Error(err))
+		}
+	}
 	for _, ln := range []net.Listener{a.proxyLn, a.controlLn} {
 		if ln != nil {
 			ln.Close()
