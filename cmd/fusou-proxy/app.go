@@ -265,20 +265,25 @@ const summaryEvery = time.Minute
 // summarize logs, every period in which something happened, one INFO line with what the
 // pipeline did in it, in place of a line per capture.
 func (a *app) summarize(ctx context.Context, period time.Duration) {
+	logActivity(ctx, period, a.pipeline.Stats, func() int { return a.store.Stats().Count }, a.log)
+}
+
+// logActivity is summarize over plain functions, so that it can be tested alone.
+func logActivity(ctx context.Context, period time.Duration, stats func() assets.Stats, pending func() int, log *zap.Logger) {
 	t := time.NewTicker(period)
 	defer t.Stop()
-	prev := a.pipeline.Stats()
+	prev := stats()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		cur := a.pipeline.Stats()
+		cur := stats()
 		if cur == prev {
 			continue
 		}
-		a.log.Info("Activity in the last minute",
+		log.Info("Activity in the last minute",
 			zap.Int64("captured", cur.Captured-prev.Captured),
 			zap.Int64("saved_pending", cur.Committed-prev.Committed),
 			zap.Int64("uploaded", cur.Uploaded-prev.Uploaded),
@@ -286,7 +291,7 @@ func (a *app) summarize(ctx context.Context, period time.Duration) {
 			zap.Int64("failed", cur.Failed-prev.Failed),
 			zap.Int64("rejected", cur.Rejected-prev.Rejected),
 			zap.Int64("shed", cur.Shed-prev.Shed),
-			zap.Int("pending", a.store.Stats().Count))
+			zap.Int("pending", pending()))
 		prev = cur
 	}
 }

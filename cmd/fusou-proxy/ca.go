@@ -59,11 +59,18 @@ func newCACommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			_, statErr := os.Stat(filepath.Join(cfg.DataDir, datadir.CADir, certs.CertFile))
+			hadCA := statErr == nil
 			ca, err := openCA(cfg, true)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "new CA %q in %s: trust it again in your browser (fusou-proxy ca export); restart a running proxy to use it\n",
+			if !hadCA {
+				fmt.Fprintf(g.stdout, "new CA %q in %s: trust it in your browser (fusou-proxy ca export)\n",
+					ca.Certificate().Subject.CommonName, ca.Dir())
+				return nil
+			}
+			fmt.Fprintf(g.stdout, "new CA %q in %s, the old one kept aside: trust the new one in your browser (fusou-proxy ca export); a running proxy switches to it within seconds\n",
 				ca.Certificate().Subject.CommonName, ca.Dir())
 			return nil
 		},

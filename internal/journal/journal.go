@@ -351,7 +351,7 @@ func (j *Journal) Append(meta, frame []byte, done func()) (*Record, error) {
 	}
 	if j.cur == nil {
 		if j.cur, j.next = j.next, nil; j.cur == nil {
-			seg, err := createSegment(j.dir, j.takeSeqLocked(), j.segmentSize)
+			seg, err := createSegment(j.dir, j.takeSeqLocked())
 			if err != nil {
 				return nil, err
 			}
@@ -390,9 +390,9 @@ func (j *Journal) takeSeqLocked() uint64 {
 }
 
 // createSegment creates the segment file numbered seq, open for writing and reading.
-func createSegment(dir string, seq uint64, size int64) (*segment, error) {
+func createSegment(dir string, seq uint64) (*segment, error) {
 	path := filepath.Join(dir, fmt.Sprintf("%s%016x%s", filePrefix, seq, fileSuffix))
-	w, err := createSegmentFile(path, size)
+	w, err := createSegmentFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("create journal segment: %w", err)
 	}
@@ -406,8 +406,7 @@ func createSegment(dir string, seq uint64, size int64) (*segment, error) {
 }
 
 // prepareNext makes the segment that follows the current one once that is half full, so that
-// the Append that fills it goes straight on (making a segment and reserving its 64 MiB takes
-// a while). A failure is left for Append to meet and report.
+// the Append that fills it goes straight on (making a segment takes a while). A failure is left for Append to meet and report.
 func (j *Journal) prepareNext() {
 	j.mu.Lock()
 	if j.closed || j.noMakeAhead || j.next != nil || j.cur == nil || j.cur.size < j.segmentSize/2 {
@@ -416,7 +415,7 @@ func (j *Journal) prepareNext() {
 	}
 	seq := j.takeSeqLocked()
 	j.mu.Unlock()
-	seg, err := createSegment(j.dir, seq, j.segmentSize)
+	seg, err := createSegment(j.dir, seq)
 	if err != nil {
 		return
 	}

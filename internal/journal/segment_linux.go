@@ -10,16 +10,13 @@ import (
 )
 
 // createSegmentFile creates a segment file for writing with O_DIRECT, so that the bytes go to the
-// disk without the page cache's CPU cost, or without it where the file system refuses it; and
-// reserves size bytes, so that the writes do not allocate blocks.
-func createSegmentFile(path string, size int64) (*os.File, error) {
+// disk without the page cache's CPU cost, or without it where the file system refuses it. The
+// file grows with its writes: nothing is reserved, so a store holding kilobytes takes kilobytes.
+func createSegmentFile(path string) (*os.File, error) {
 	const flags = os.O_RDWR | os.O_CREATE | os.O_EXCL
 	if useDirect {
 		f, err := os.OpenFile(path, flags|syscall.O_DIRECT, 0o600)
 		if !errors.Is(err, syscall.EINVAL) {
-			if err == nil {
-				_ = unix.Fallocate(int(f.Fd()), 0, 0, size) // a hint: writes allocate otherwise
-			}
 			return f, err
 		}
 		os.Remove(path) // the open may have made the file before refusing O_DIRECT
