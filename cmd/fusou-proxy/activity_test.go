@@ -27,7 +27,10 @@ func TestActivitySummary(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { logActivity(ctx, 5*time.Millisecond, stats, func() int { return 7 }, zap.New(core)); close(done) }()
+	go func() {
+		logActivity(ctx, 5*time.Millisecond, stats, func() int { return 7 }, zap.New(core))
+		close(done)
+	}()
 
 	<-read
 	mu.Lock()
