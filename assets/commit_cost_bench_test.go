@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -47,15 +46,6 @@ func BenchmarkCommitCost(b *testing.B) {
 	}
 	b.ReportMetric(float64(spoolCPU.Microseconds())/float64(i), "spool-cpu-us")
 	b.ReportMetric(float64(commitCPU.Microseconds())/float64(i), "commit-cpu-us")
-}
-
-// processCPU is the process's user plus system CPU time.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkCommitters commits distinct 50 KB captures from 1, 4 and 8 goroutines at once

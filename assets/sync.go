@@ -433,8 +433,10 @@ func (p *Pipeline) deliver(ctx context.Context, e pending.Entry, count bool) Del
 	if err != nil {
 		return Delivery{Dropped: true, Reason: err.Error()}
 	}
-	defer body.Close()
 	res := p.o.Uploader.UploadTo(ctx, e.TargetURL, a, body)
+	// Closed before the entry is deleted or moved: Windows refuses to remove or rename a file
+	// that is still open.
+	body.Close()
 	d := Delivery{Class: res.Class, Reason: res.Reason}
 	switch res.Class {
 	case Success:
