@@ -26,9 +26,12 @@ type ackLog struct {
 	path string
 	log  *zap.Logger
 
-	mu      sync.Mutex // guards pending and armed, and serialises writes of the file
+	writeMu sync.Mutex // serialises appends to the file and its removal
+
+	mu      sync.Mutex // guards the fields below; never held across I/O, so add never waits on a disk
 	pending []indexFileItem
 	armed   bool
+	gen     uint64 // counts add calls, so that a save can tell whether any came after its snapshot
 }
 
 // add queues an acknowledged upload and arms a flush.
@@ -36,6 +39,7 @@ func (l *ackLog) add(key, hash string, size int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.pending = append(l.pending, indexFileItem{Key: key, ContentHash: hash, Size: size})
+	l.gen++
 	if !l.armed {
 		l.armed = true
 		time.AfterFunc(ackFlushDelay, func() { _ = l.flush() })
@@ -44,37 +48,55 @@ func (l *ackLog) add(key, hash string, size int64) {
 
 // flush appends what is queued to the file and syncs it.
 func (l *ackLog) flush() error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.armed = false
-	if len(l.pending) == 0 {
+	items := l.pending
+	l.pending, l.armed = nil, false
+	l.mu.Unlock()
+	if len(items) == 0 {
 		return nil
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err == nil {
-		w := bufio.NewWriter(f)
-		enc := json.NewEncoder(w)
-		for _, it := range l.pending {
-			if err = enc.Encode(it); err != nil {
-				break
-			}
-		}
-		if err == nil {
-			err = w.Flush()
-		}
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
+	if err := appendItems(l.path, items); err != nil {
+		l.mu.Lock()
+		l.pending = append(items, l.pending...) // kept for the next flush
+		l.mu.Unlock()
 		l.log.Warn("Could not record acknowledged uploads; after a crash they may be sent again", zap.Error(err))
 		return fmt.Errorf("write %s: %w", l.path, err)
 	}
-	l.pending = l.pending[:0]
 	return nil
+}
+
+// appendItems appends items to the file at path, one JSON object a line, and syncs it.
+func appendItems(path string, items []indexFileItem) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	for _, it := range items {
+		if err = enc.Encode(it); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// generation returns the count of add calls so far; a save reads it before its snapshot.
+func (l *ackLog) generation() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gen
 }
 
 // read returns the items in the file; a torn last line (a crash mid-append) is skipped.
@@ -99,10 +121,19 @@ func (l *ackLog) read() ([]indexFileItem, error) {
 	return items, sc.Err()
 }
 
-// truncate drops the file once a full save holds everything in it; the caller holds l.mu,
-// so no append runs meanwhile, and pending (already in the saved index) is dropped too.
-func (l *ackLog) truncateLocked() error {
-	l.pending = l.pending[:0]
+// truncate drops the file, and what waits to be appended to it, once a full save of the
+// index holds everything in them: that is, when no add came after gen, read before the save's
+// snapshot. Otherwise the file stays (its items are also in the index; the next save drops it).
+func (l *ackLog) truncate(gen uint64) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	if l.gen != gen {
+		l.mu.Unlock()
+		return nil
+	}
+	l.pending = nil
+	l.mu.Unlock()
 	if err := os.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", l.path, err)
 	}

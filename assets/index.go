@@ -384,10 +384,9 @@ func (ix *Index) loadFile() error {
 
 // save writes the index to its file atomically; refreshMu must be held.
 func (ix *Index) save() error {
-	// Hold the ack log while the snapshot is taken and written, so that an Add either lands in
-	// the snapshot or in the log after it is truncated, never only in the truncated log.
-	ix.acks.mu.Lock()
-	defer ix.acks.mu.Unlock()
+	// Read before the snapshot: an Add counted in gen has set its entry already, so it is in
+	// the snapshot, and an Add after it keeps the ack log (truncate).
+	gen := ix.acks.generation()
 	ix.mu.RLock()
 	f := indexFile{Version: indexFileVersion, Since: ix.since, Items: make([]indexFileItem, 0, ix.entries.len())}
 	if !ix.lastRefresh.IsZero() {
@@ -405,5 +404,5 @@ func (ix *Index) save() error {
 	if err := atomicfile.WriteFile(ix.path, b, 0o600); err != nil {
 		return fmt.Errorf("write asset index: %w", err)
 	}
-	return ix.acks.truncateLocked()
+	return ix.acks.truncate(gen)
 }

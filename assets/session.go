@@ -134,7 +134,7 @@ type SessionHolder struct {
 
 	refreshMu sync.Mutex // held across a refresh: one at a time, the others wait for it
 	refresh   RefreshFunc
-	onChange  func(s Session, ok bool)
+	onChange  func() // after every change of session; it reads the new one with Get
 	log       *zap.Logger
 	now       func() time.Time
 }
@@ -152,7 +152,7 @@ const datasetWarnAhead = 24 * time.Hour
 // SetRefresher makes the holder refresh proxy-owned sessions with fn, and call onChange
 // (when not nil) after every change of session, for the keychain. It is called once, before
 // use.
-func (h *SessionHolder) SetRefresher(fn RefreshFunc, onChange func(s Session, ok bool), log *zap.Logger) {
+func (h *SessionHolder) SetRefresher(fn RefreshFunc, onChange func(), log *zap.Logger) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.refresh, h.onChange, h.log = fn, onChange, log
@@ -174,10 +174,10 @@ func (h *SessionHolder) Set(s Session) {
 		h.s = Session{}
 	}
 	h.version++
-	s, ok, onChange := h.s, h.ok, h.onChange
+	onChange := h.onChange
 	h.mu.Unlock()
 	if onChange != nil {
-		onChange(s, ok)
+		onChange()
 	}
 }
 

@@ -312,7 +312,7 @@ func (a *app) setUpSession(cfg *config.Loaded) {
 	auth := cfg.App.Auth
 	sb := assets.Supabase{URL: auth.SupabaseURL, AnonKey: auth.SupabaseAnonKey,
 		Client: &http.Client{Timeout: cfg.App.AssetSync.RequestTimeout()}}
-	var onChange func(assets.Session, bool)
+	var onChange func()
 	if auth.RememberSession {
 		keeper := &sessionKeeper{holder: a.session, log: a.log.Named("session")}
 		if s, ok := keeper.load(); ok {

@@ -60,9 +60,9 @@ func (k *sessionKeeper) load() (assets.Session, bool) {
 		DatasetToken: kept.DatasetToken, ExpiresAt: kept.ExpiresAt, AutoRefresh: true}, true
 }
 
-// changed is the holder's onChange hook. It writes what the holder holds now, not its
-// arguments, so that two changes racing each other leave the newer one in the keychain.
-func (k *sessionKeeper) changed(assets.Session, bool) {
+// changed is the holder's onChange hook. It writes what the holder holds when it runs, so
+// that two changes racing each other leave the newer one in the keychain.
+func (k *sessionKeeper) changed() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	s, ok := k.holder.Get()
