@@ -126,7 +126,7 @@ func (s *Store) Delete(id string) error {
 	s.mu.Lock()
 	s.removeLocked(e)
 	s.mu.Unlock()
-	if err := s.removePair(id, e.size()); err != nil {
+	if err := s.removePair(id); err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)
 	}
 	return nil
@@ -183,100 +183,64 @@ func (s *Store) Reject(id, reason string) error {
 	return nil
 }
 
-// discardReason says why Cleanup would discard e at now, or "". mu must be held.
-func (s *Store) discardReason(e *entry, now time.Time) string {
-	if ttl := s.opts.TTL; ttl > 0 && !now.Before(e.e.Created().Add(ttl)) {
-		return ReasonExpired
-	}
-	if n := s.opts.MaxAttempts; n > 0 && e.e.AttemptCount >= n {
-		return ReasonMaxAttempts
-	}
-	return ""
-}
-
-// Cleanup discards the entries that are at least TTL old (expired) or have MaxAttempts attempts
-// (max_attempts), each logged "Discarded pending upload" with its reason, and returns them.
-// Entries held by TryHold or busy in another call are left for the next Cleanup. Unsupported
-// entries go only when expired.
-func (s *Store) Cleanup(now time.Time) []Discarded {
+// Discard removes an entry that is no longer to be tried (why: ReasonExpired, ReasonMaxAttempts),
+// logging "Discarded pending upload" (SPEC §7). It also removes an unsupported entry. An entry held
+// by TryHold or busy in another call is left alone: ErrHeld.
+func (s *Store) Discard(id, why string) error {
 	if err := s.begin(true); err != nil {
-		return nil
+		return fmt.Errorf("discard %s: %w", id, err)
 	}
 	defer s.life.RUnlock()
-	victims, reasons := s.pick(func(e *entry) string { return s.discardReason(e, now) })
-	var out []Discarded
-	for i, v := range victims {
-		d := Discarded{ID: v.e.ID, Key: v.e.Context.Key, Reason: reasons[i]}
-		if s.discardLocked(v, reasons[i]) {
-			out = append(out, d)
-		}
+	if s.discardUnsupported(id, why) {
+		return nil
 	}
-	return append(out, s.expireUnsupported(now)...)
-}
-
-// expireUnsupported removes the unsupported entries that are at least TTL old, .json first.
-func (s *Store) expireUnsupported(now time.Time) []Discarded {
 	s.mu.Lock()
-	ttl := s.opts.TTL
-	var expired []Entry
-	s.unsupported = slices.DeleteFunc(s.unsupported, func(e Entry) bool {
-		old := ttl > 0 && !now.Before(e.Created().Add(ttl))
-		if old {
-			expired = append(expired, e)
-		}
-		return old
-	})
+	e := s.byID[id]
+	switch {
+	case e == nil:
+		s.mu.Unlock()
+		return fmt.Errorf("discard %s: %w", id, ErrNotFound)
+	case e.held || !e.io.TryLock(): // TryLock: see makeRoom
+		s.mu.Unlock()
+		return fmt.Errorf("discard %s: %w", id, ErrHeld)
+	}
 	s.mu.Unlock()
-	var out []Discarded
-	for _, e := range expired {
-		fields := []zap.Field{zap.String("id", e.ID), zap.String("kind", e.Unsupported), zap.String("reason", ReasonExpired)}
-		err := removeIfExists(s.path(e.ID + ".json"))
-		if err == nil {
-			err = removeIfExists(s.path(binName(e.ID)))
-		}
-		if err != nil {
-			s.log.Error("Failed to discard pending upload", append(fields, zap.Error(err))...)
-			continue
-		}
-		s.log.Warn("Discarded pending upload", fields...)
-		out = append(out, Discarded{ID: e.ID, Reason: ReasonExpired})
+	if !s.discardLocked(e, why) {
+		return fmt.Errorf("discard %s: could not remove its files", id)
 	}
-	return out
+	return nil
 }
 
-// pick returns, oldest first, the entries for which why returns a reason and that are neither
-// held nor busy, with their io locks held.
-func (s *Store) pick(why func(*entry) string) (victims []*entry, reasons []string) {
+// discardUnsupported removes the unsupported entry id, .json first, and reports whether there
+// was one.
+func (s *Store) discardUnsupported(id, why string) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, e := range s.order {
-		if e.gone || e.held {
-			continue
-		}
-		if r := why(e); r != "" && e.io.TryLock() { // TryLock: see makeRoom
-			victims = append(victims, e)
-			reasons = append(reasons, r)
-		}
+	i := slices.IndexFunc(s.unsupported, func(e Entry) bool { return e.ID == id })
+	if i < 0 {
+		s.mu.Unlock()
+		return false
 	}
-	return victims, reasons
+	e := s.unsupported[i]
+	s.unsupported = slices.Delete(s.unsupported, i, i+1)
+	s.mu.Unlock()
+	fields := []zap.Field{zap.String("id", e.ID), zap.String("kind", e.Unsupported), zap.String("reason", why)}
+	if err := s.removePair(e.ID); err != nil {
+		s.log.Error("Failed to discard pending upload", append(fields, zap.Error(err))...)
+		return true
+	}
+	s.log.Warn("Discarded pending upload", fields...)
+	return true
 }
 
-// Purge removes every entry to upload (all) or those Cleanup would discard now, for `fusou-proxy
-// pending purge`; unsupported entries go only with the latter, when expired. progress, if not
+// Purge removes every entry to upload, for `fusou-proxy pending purge --all`. progress, if not
 // nil, is called with (0, total) and after each removal. Held entries are skipped. It stops at
 // the first error and returns how many entries it removed.
-func (s *Store) Purge(all bool, progress func(done, total int)) (int, error) {
+func (s *Store) Purge(progress func(done, total int)) (int, error) {
 	if err := s.begin(true); err != nil {
 		return 0, fmt.Errorf("purge: %w", err)
 	}
 	defer s.life.RUnlock()
-	now := s.opts.Now()
-	victims, _ := s.pick(func(e *entry) string {
-		if all {
-			return "purge"
-		}
-		return s.discardReason(e, now)
-	})
+	victims := s.pickIdle()
 	if progress != nil {
 		progress(0, len(victims))
 	}
@@ -284,7 +248,7 @@ func (s *Store) Purge(all bool, progress func(done, total int)) (int, error) {
 	done := 0
 	for _, v := range victims {
 		if err == nil {
-			if err = s.removePair(v.e.ID, v.size()); err != nil {
+			if err = s.removePair(v.e.ID); err != nil {
 				err = fmt.Errorf("purge %s: %w", v.e.ID, err)
 			} else {
 				s.mu.Lock()
@@ -298,14 +262,25 @@ func (s *Store) Purge(all bool, progress func(done, total int)) (int, error) {
 		}
 		v.io.Unlock()
 	}
-	if !all && err == nil {
-		done += len(s.expireUnsupported(now)) // TTL is the one thing that removes them
-	}
 	if done > 0 {
 		if serr := s.fs.SyncDir(s.dir); serr != nil && err == nil {
 			err = fmt.Errorf("purge: sync folder: %w", serr)
 		}
 	}
-	s.log.Info("Purged pending uploads", zap.Int("removed", done), zap.Bool("all", all))
+	s.log.Info("Purged pending uploads", zap.Int("removed", done))
 	return done, err
+}
+
+// pickIdle returns, oldest first, the entries that are neither held nor busy, with their io
+// locks held.
+func (s *Store) pickIdle() []*entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*entry
+	for _, e := range s.order {
+		if !e.gone && !e.held && e.io.TryLock() { // TryLock: see makeRoom
+			out = append(out, e)
+		}
+	}
+	return out
 }

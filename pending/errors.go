@@ -18,11 +18,13 @@ var (
 	// ErrFull: the entry cannot fit under MaxFiles/MaxBytes even after evicting every entry that
 	// is not being uploaded.
 	ErrFull = errors.New("pending store is full")
-	// ErrInvalid: the Context given to Save or Adopt is incomplete or malformed.
+	// ErrInvalid: the Context given to Save or Commit is incomplete or malformed.
 	ErrInvalid = errors.New("invalid pending entry")
-	// ErrMismatch: the bytes given to Save or Adopt do not match the Context's size or hash.
+	// ErrMismatch: the bytes given to Save or Commit do not match the Context's size or hash.
 	ErrMismatch = errors.New("bytes do not match the context")
 	// ErrBusy: Import found a .json changed within QuietPeriod: a running program may be
 	// writing to the folder.
 	ErrBusy = errors.New("folder is being written to")
+	// ErrHeld: the entry is being uploaded, or changed by another call.
+	ErrHeld = errors.New("pending entry is in use")
 )

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 )
 
 // fileSystem is how the store writes its temp files and fsyncs its folders. It is a seam for
@@ -33,45 +32,14 @@ func (osFS) Wrap(f *os.File) tempFile { return f }
 
 func (osFS) SyncDir(dir string) error { return syncDir(dir) }
 
-// copyBuffers hold the buffers writeTemp copies through: larger than io.Copy's 32 KiB, so that a
-// typical asset takes one or two write calls, and reused, so that each save does not allocate one.
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-
-// writeTemp streams r into a new temp file in the store folder, fsyncs and closes it, and
-// returns its path, size and SHA-256. On failure nothing is left behind.
-func (s *Store) writeTemp(r io.Reader) (path string, size int64, sum string, err error) {
-	f, err := s.newTemp(s.dir, tempPrefix+"*.bin")
-	if err != nil {
-		return "", 0, "", err
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	h := sha256.New()
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	size, err = io.CopyBuffer(io.MultiWriter(f, h), r, *bp)
-	if err != nil {
-		return "", 0, "", fmt.Errorf("write temp file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return "", 0, "", fmt.Errorf("sync temp file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return "", 0, "", fmt.Errorf("close temp file: %w", err)
-	}
-	return f.Name(), size, hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// writeTempBytes is writeTemp for a small in-memory document (a .json), in dir.
+// writeTempBytes writes data (a .json) to a new temp file in dir, fsyncs and closes it, and
+// returns its path. On failure nothing is left behind.
 func (s *Store) writeTempBytes(dir string, data []byte) (string, error) {
-	f, err := s.newTemp(dir, tempPrefix+"*.json")
+	tf, err := os.CreateTemp(dir, tempPrefix+"*.json") // 0600, the mode of every store file
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("create temp file: %w", err)
 	}
+	f := s.fs.Wrap(tf)
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()

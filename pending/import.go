@@ -182,7 +182,7 @@ func (s *Store) importEntry(src, stem string, opts ImportOptions) (importOutcome
 	case s.Has(c.Key, c.ContentHash):
 		return pendingEntry, nil
 	}
-	_, created, err := s.save(c, s.newMeta(d.meta.TargetURL, d.meta.Headers), f, false)
+	_, created, err := s.save(c, Meta{TargetURL: d.meta.TargetURL, Headers: d.meta.Headers}, f, false)
 	switch {
 	case errors.Is(err, ErrMismatch) || errors.Is(err, ErrInvalid):
 		return s.sourceCorrupt(src, stem, err.Error()), nil

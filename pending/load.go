@@ -50,8 +50,26 @@ func (s *Store) load() error {
 			stems = append(stems, stem)
 		}
 	}
+	swept := s.sweep(dirents, jsonTypes)
+	good, settled, err := s.settle(s.scan(stems, jsonTypes))
+	if err != nil {
+		return err
+	}
+	indexed, err := s.index(good)
+	if err != nil {
+		return err
+	}
+	if swept || settled || indexed {
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			return fmt.Errorf("sync folder: %w", err)
+		}
+	}
+	return nil
+}
 
-	changed := false
+// sweep removes the temp files and orphan .bin files of dirents, and the temp files a Reject
+// left in rejected/. It reports whether the folder changed.
+func (s *Store) sweep(dirents []fs.DirEntry, jsonTypes map[string]fs.FileMode) (changed bool) {
 	for _, d := range dirents {
 		name := d.Name()
 		switch {
@@ -74,7 +92,6 @@ func (s *Store) load() error {
 			changed = s.removeStray(name, "orphan .bin") || changed
 		}
 	}
-
 	// A Reject interrupted by a crash can leave its temp file in rejected/.
 	if rejected, err := os.ReadDir(s.path(rejectedDir)); err == nil {
 		for _, d := range rejected {
@@ -83,20 +100,23 @@ func (s *Store) load() error {
 			}
 		}
 	}
+	return changed
+}
 
-	results := s.scan(stems, jsonTypes)
-	var good []*scanned
+// settle deals with each scanned entry that is not sound (kept aside, finished, discarded or
+// moved to corrupt/) and returns the sound ones. It reports whether the folder changed.
+func (s *Store) settle(results []scanned) (good []*scanned, changed bool, err error) {
 	for i := range results {
 		r := &results[i]
 		switch {
 		case r.unsupported != "":
-			// Not ours to upload, nor to change: kept aside until its TTL (Cleanup).
+			// Not ours to upload, nor to change: kept aside until the retry service discards it.
 			s.unsupported = append(s.unsupported, Entry{Meta: r.meta, Unsupported: r.unsupported})
 		case r.noBin && s.rejectedComplete(r.stem):
 			// A Reject stopped after moving the .bin: finish it.
 			if !s.opts.ReadOnly {
 				if err := removeIfExists(s.path(r.stem + ".json")); err != nil {
-					return fmt.Errorf("finish rejection of %s: %w", r.stem, err)
+					return nil, changed, fmt.Errorf("finish rejection of %s: %w", r.stem, err)
 				}
 				s.log.Info("Finished interrupted rejection", zap.String("id", r.stem), zap.String("key", r.ctx.Key))
 				changed = true
@@ -111,16 +131,7 @@ func (s *Store) load() error {
 		}
 	}
 	slices.SortFunc(s.unsupported, func(a, b Entry) int { return compareAge(a.Meta, b.Meta) })
-	indexed, err := s.index(good)
-	if err != nil {
-		return err
-	}
-	if changed || indexed {
-		if err := s.fs.SyncDir(s.dir); err != nil {
-			return fmt.Errorf("sync folder: %w", err)
-		}
-	}
-	return nil
+	return good, changed, nil
 }
 
 // index adds the sound entries to the index, oldest first, removing duplicates, and reports the
@@ -134,7 +145,7 @@ func (s *Store) index(good []*scanned) (changed bool, err error) {
 		k := keyHash{r.ctx.Key, r.ctx.ContentHash}
 		if kept := s.byKey[k]; kept != nil && !s.opts.ReadOnly {
 			// Only another writer can have made this (Save dedupes); keep the older one.
-			if err := s.removePair(r.meta.ID, r.ctx.FileSize); err != nil {
+			if err := s.removePair(r.meta.ID); err != nil {
 				return changed, fmt.Errorf("remove duplicate %s: %w", r.meta.ID, err)
 			}
 			s.log.Warn("Removed duplicate pending upload", zap.String("id", r.meta.ID),

@@ -1,5 +1,3 @@
-//go:build !(linux || darwin || freebsd || openbsd || netbsd || dragonfly)
-
 package pending
 
 import (
@@ -8,12 +6,10 @@ import (
 	"os"
 )
 
-// The portable versions of the file reads that platform_unix.go does with raw system calls.
-
-// readSmall reads the file at path, of at most max bytes, into buf (grown as needed). A symlink
-// was already refused from its directory entry's type.
+// readSmall reads the regular file at path, of at most max bytes, into buf (grown as needed). It
+// never follows a symlink (openRegular).
 func readSmall(path string, buf []byte, max int) ([]byte, error) {
-	f, err := os.Open(path)
+	f, _, err := openRegular(path)
 	if err != nil {
 		return nil, err
 	}

@@ -4,10 +4,11 @@
 // service, so a crash at any moment after the commit loses nothing.
 //
 // Start with Open, which takes the folder's lock, sweeps up what a crash left behind and indexes
-// every entry's metadata in memory. Save and Adopt commit new entries; List, Get, Stats and Has
+// every entry's metadata in memory. Commit makes Drafts entries, in batches (Save is a Commit of
+// one); List, Get, Stats and Has
 // answer from the index without touching the .bin files; Open (the method) hands an entry's bytes
 // to the uploader after checking their SHA-256; RecordAttempt, Delete and Reject record the
-// outcome; Cleanup and Purge remove what should no longer be retried. TryHold is an in-memory lease
+// outcome; Discard and Purge remove what should no longer be retried. TryHold is an in-memory lease
 // so that a live upload and a retry pass never send one entry twice at once.
 //
 // On disk an entry is <id>.bin (the bytes) and <id>.json (Meta), in the FUSOU desktop app's own
@@ -37,18 +38,6 @@ import (
 	"strings"
 )
 
-// Defaults, matching configs.toml (SPEC §3).
-const (
-	// DefaultMaxFiles is the number of entries kept before the oldest are evicted.
-	DefaultMaxFiles = 100000
-	// DefaultMaxBytes is the total .bin size kept before the oldest are evicted (2 GiB).
-	DefaultMaxBytes int64 = 2 << 30
-	// DefaultTTL is the age after which Cleanup discards an entry.
-	DefaultTTL = 24 * time.Hour
-	// DefaultMaxAttempts is the attempt count at which Cleanup discards an entry.
-	DefaultMaxAttempts = 5
-)
-
 // File names inside the store folder.
 const (
 	lockName     = ".lock"
@@ -64,17 +53,11 @@ const (
 type Options struct {
 	// Dir is the store folder, <data_dir>/pending_uploads. It is created (0700) unless ReadOnly.
 	Dir string
-	// MaxFiles caps the number of entries; a save that would pass it evicts the oldest.
-	// 0 means DefaultMaxFiles; negative means no cap.
+	// MaxFiles caps the number of entries (max_pending_files); a commit that would pass it
+	// evicts the oldest. 0 means no cap.
 	MaxFiles int
-	// MaxBytes caps the total size of the .bin files, like MaxFiles.
-	// 0 means DefaultMaxBytes; negative means no cap.
+	// MaxBytes caps the total size of the .bin files (max_pending_bytes), like MaxFiles.
 	MaxBytes int64
-	// TTL is the age at which Cleanup discards an entry. 0 means DefaultTTL; negative, never.
-	TTL time.Duration
-	// MaxAttempts is the attempt count at which Cleanup discards an entry.
-	// 0 means DefaultMaxAttempts; negative, never.
-	MaxAttempts int
 	// ReadOnly opens the store without its lock and without changing anything on disk, for
 	// `pending list/show` while the proxy runs. Calls that would change the store fail with
 	// ErrReadOnly; unreadable entries are skipped and logged instead of moved.
@@ -93,13 +76,6 @@ type Stats struct {
 	Count  int
 	Bytes  int64
 	Oldest time.Time // zero when the store is empty
-}
-
-// Discarded names an entry that Cleanup removed, and why (expired or max_attempts).
-type Discarded struct {
-	ID     string
-	Key    string
-	Reason string
 }
 
 // Reasons logged with "Discarded pending upload" (SPEC §7).
@@ -136,9 +112,6 @@ type Store struct {
 	// reservedFiles and reservedBytes count saves that made room but have not committed yet.
 	reservedFiles int
 	reservedBytes int64
-	// spares are the paths of files kept for reuse (spare.go); spareSeq numbers their names.
-	spares   []string
-	spareSeq int64
 	// unsupported are the entries that are not assets (Entry.Unsupported), oldest first.
 	unsupported []Entry
 }
@@ -175,10 +148,6 @@ func Open(opts Options) (*Store, error) {
 	if opts.fs == nil {
 		opts.fs = osFS{}
 	}
-	opts.MaxFiles = orDefault(opts.MaxFiles, DefaultMaxFiles)
-	opts.MaxBytes = orDefault(opts.MaxBytes, DefaultMaxBytes)
-	opts.TTL = orDefault(opts.TTL, DefaultTTL)
-	opts.MaxAttempts = orDefault(opts.MaxAttempts, DefaultMaxAttempts)
 
 	// Absolute, because every .json names its .bin by absolute path (SPEC §6).
 	dir, err := filepath.Abs(opts.Dir)
@@ -231,17 +200,6 @@ func holder(dir string) string {
 	return ""
 }
 
-// orDefault applies the Options convention: zero means def, negative means no limit (0 after).
-func orDefault[T int | int64 | time.Duration](v, def T) T {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
-}
-
 // Close waits for calls in progress and releases the lock. Readers returned by Open stay usable.
 func (s *Store) Close() error {
 	s.life.Lock()
@@ -250,7 +208,6 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	s.removeSpares()
 	if s.lockFile != nil {
 		if err := s.lockFile.Close(); err != nil {
 			return fmt.Errorf("close lock file: %w", err)
@@ -290,7 +247,7 @@ func (s *Store) List() []Entry {
 }
 
 // Unsupported returns the entries whose context is not an asset (Entry.Unsupported says which),
-// oldest first. They are never uploaded nor changed; Cleanup removes them at their TTL.
+// oldest first. They are never uploaded nor changed; the retry service discards them at their TTL.
 func (s *Store) Unsupported() []Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -333,7 +290,7 @@ func (s *Store) Stats() Stats {
 
 // TryHold leases an entry for one upload. It returns ok=false when the entry is unknown or
 // already held; otherwise release ends the lease (calling it again does nothing). Held entries
-// are skipped by eviction, Cleanup and Purge.
+// are skipped by eviction, Discard and Purge.
 func (s *Store) TryHold(id string) (release func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -237,7 +237,7 @@ func TestMemoryChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	pl, err := assets.NewPipeline(assets.PipelineOptions{Store: st, Uploader: up, Session: sess,
-		SpoolDir: filepath.Join(cfg.Dir, "spool"), Endpoint: cfg.UploadURL, Settings: assets.Settings{Enable: true, Extensions: []string{"png"}}})
+		Endpoint: cfg.UploadURL, Workers: 2, QueueSize: 256, MaxAssetBytes: 200 << 20, Settings: assets.Settings{Enable: true, Extensions: []string{"png"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

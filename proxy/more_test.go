@@ -246,62 +246,6 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 }
 
-func TestParseDialRule(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    DialRule
-		wantErr bool
-	}{
-		{"w01y.kancolle-server.com:443:127.0.0.1:9443", DialRule{"w01y.kancolle-server.com", "443", "127.0.0.1", "9443"}, false},
-		{"W01Y.Kancolle-Server.com:443:127.0.0.1:9443", DialRule{"w01y.kancolle-server.com", "443", "127.0.0.1", "9443"}, false},
-		{"::127.0.0.1:", DialRule{"", "", "127.0.0.1", ""}, false},
-		{"example.com:443::8443", DialRule{"example.com", "443", "", "8443"}, false},
-		{"example.com:443:[::1]:8443", DialRule{"example.com", "443", "::1", "8443"}, false},
-		{"[::1]:443:[fe80::1]:", DialRule{"::1", "443", "fe80::1", ""}, false},
-		{"example.com:443:127.0.0.1", DialRule{}, true},
-		{"example.com:443:127.0.0.1:1:2", DialRule{}, true},
-		{"example.com:http:127.0.0.1:80", DialRule{}, true},
-		{"example.com:443:127.0.0.1:70000", DialRule{}, true},
-		{"example.com:443::", DialRule{}, true},
-		{"[::1:443:h:1", DialRule{}, true},
-		{"", DialRule{}, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, err := ParseDialRule(tt.in)
-			if (err != nil) != tt.wantErr || got != tt.want {
-				t.Fatalf("ParseDialRule(%q) = %+v, %v; want %+v, error %v", tt.in, got, err, tt.want, tt.wantErr)
-			}
-			if err == nil {
-				if again, err := ParseDialRule(got.String()); err != nil || again != got {
-					t.Errorf("String() %q does not parse back: %+v, %v", got.String(), again, err)
-				}
-			}
-		})
-	}
-}
-
-func TestRewriteAddr(t *testing.T) {
-	rules := []DialRule{
-		{Host: "a.example", Port: "443", ToHost: "127.0.0.1", ToPort: "9443"},
-		{Host: "a.example", ToPort: "8080"},
-		{Port: "80", ToHost: "10.0.0.1"},
-	}
-	tests := map[string]string{
-		"a.example:443":   "127.0.0.1:9443",
-		"A.EXAMPLE:443":   "127.0.0.1:9443",
-		"a.example:81":    "a.example:8080",
-		"b.example:80":    "10.0.0.1:80",
-		"b.example:443":   "b.example:443",
-		"[::1]:80":        "10.0.0.1:80",
-		"no-port.example": "no-port.example",
-	}
-	for in, want := range tests {
-		if got := rewriteAddr(rules, in); got != want {
-			t.Errorf("rewriteAddr(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
 
 func TestMatchHost(t *testing.T) {
 	domains := []string{"kancolle-server.com", ".Example.ORG."}

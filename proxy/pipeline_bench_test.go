@@ -44,7 +44,7 @@ func newTestPipeline(tb testing.TB) (*assets.Pipeline, *pending.Store, *assettes
 		tb.Fatal(err)
 	}
 	p, err := assets.NewPipeline(assets.PipelineOptions{Store: st, Uploader: up, Session: sess,
-		SpoolDir: filepath.Join(dir, "spool"), Endpoint: srv.UploadEndpoint,
+		Endpoint: srv.UploadEndpoint, Workers: 2, QueueSize: 256, MaxAssetBytes: 200 << 20,
 		Settings: assets.Settings{Enable: true, Extensions: []string{"png", "jpg", "jpeg", "gif", "webp", "bmp", "json"}}})
 	if err != nil {
 		tb.Fatal(err)

@@ -22,8 +22,8 @@ func (s *Service) Start(ctx context.Context) {
 	s.ended = make(chan struct{})
 	s.mu.Unlock()
 
-	if d := s.opts.Store.Cleanup(s.opts.Now()); len(d) > 0 {
-		s.log.Info("Removed expired pending uploads at start-up", zap.Int("discarded", len(d)))
+	if n := Discard(s.opts.Store, s.opts.Now(), s.currentSettings()); n > 0 {
+		s.log.Info("Removed expired pending uploads at start-up", zap.Int("discarded", n))
 	}
 	if s.opts.HasSession() {
 		s.Trigger("startup", false)
@@ -188,7 +188,7 @@ func (s *Service) pass(seq uint64, reason string, force bool) Summary {
 	sum := Summary{Seq: seq, Reason: reason, Forced: force, Started: start}
 	s.log.Info("Starting upload retry process", zap.Uint64("pass", seq), zap.String("trigger", reason), zap.Bool("forced", force))
 
-	sum.Discarded = len(s.opts.Store.Cleanup(start))
+	sum.Discarded = Discard(s.opts.Store, start, st)
 	var due []pendingEntry
 	early := map[string]bool{} // sent by a forced pass before it was due: no attempt counted
 	for _, e := range s.opts.Store.List() {
@@ -242,7 +242,7 @@ func (s *Service) deliverAll(ctx context.Context, seq uint64, due []pendingEntry
 				if halt {
 					continue
 				}
-				out, why := s.opts.Deliverer.Deliver(ctx, e, !early[e.ID])
+				out, why := s.opts.Deliver(ctx, e, !early[e.ID])
 				mu.Lock()
 				done++
 				s.record(e, out, why, sum, &stop)

@@ -4,7 +4,7 @@
 // more queued for any triggers that arrive while a pass runs, so that a session posted mid-pass
 // is never lost. Triggers are a posted session, start-up, a timer and manual requests (forced
 // passes, which ignore due times). A pass discards expired and exhausted entries, then delivers
-// the due ones oldest first, up to Concurrency at once, through a Deliverer — the same upload
+// the due ones oldest first, up to Concurrency at once, through a DeliverFunc — the same upload
 // path as live captures. An authentication failure stops the pass: without a valid session
 // nothing else would succeed either.
 //
@@ -25,7 +25,7 @@ import (
 // Outcome is what one delivery of a pending entry came to.
 type Outcome int
 
-// Outcomes of Deliverer.Deliver.
+// Outcomes of a DeliverFunc.
 const (
 	// Delivered: the server has the asset; the entry was deleted.
 	Delivered Outcome = iota
@@ -51,30 +51,22 @@ func (o Outcome) String() string {
 	return "unknown"
 }
 
-// Deliverer uploads one pending entry and settles it in the store: delete on success, record
+// DeliverFunc uploads one pending entry and settles it in the store: delete on success, record
 // the attempt on a transient failure (only when count is set), move it to rejected/ on a
 // permanent one, and leave it as it is on an authentication failure. count is false for an
 // entry a forced pass sends before it is due, so that repeated manual retries during an outage
 // cannot use up its attempts. It must not block past ctx's cancellation. reason is a short
 // description of a failure for the logs; it never contains a secret.
-type Deliverer interface {
-	Deliver(ctx context.Context, e pending.Entry, count bool) (o Outcome, reason string)
-}
+type DeliverFunc func(ctx context.Context, e pending.Entry, count bool) (o Outcome, reason string)
 
-// DelivererFunc adapts a function to Deliverer.
-type DelivererFunc func(ctx context.Context, e pending.Entry, count bool) (Outcome, string)
-
-// Deliver calls f.
-func (f DelivererFunc) Deliver(ctx context.Context, e pending.Entry, count bool) (Outcome, string) {
-	return f(ctx, e, count)
-}
-
-// Store is the part of pending.Store a pass needs.
+// Store is the part of pending.Store the service needs.
 type Store interface {
-	// Cleanup discards expired and exhausted entries and says which.
-	Cleanup(now time.Time) []pending.Discarded
-	// List returns the entries, oldest first.
+	// List returns the entries to upload, oldest first.
 	List() []pending.Entry
+	// Unsupported returns the entries that are not assets, oldest first.
+	Unsupported() []pending.Entry
+	// Discard removes an entry for good, logging why.
+	Discard(id, why string) error
 }
 
 var _ Store = (*pending.Store)(nil)
@@ -87,6 +79,11 @@ type Settings struct {
 	Interval time.Duration
 	// Concurrency is how many entries a pass uploads at once. 0 means DefaultConcurrency.
 	Concurrency int
+	// TTL is the age at which an entry is discarded (expired); 0 means never.
+	TTL time.Duration
+	// MaxAttempts is the attempt count at which an entry is discarded (max_attempts); 0 means
+	// never.
+	MaxAttempts int
 }
 
 // Defaults (SPEC §3).
@@ -111,8 +108,8 @@ func (s Settings) withDefaults() Settings {
 
 // Options configures a Service.
 type Options struct {
-	Store     Store
-	Deliverer Deliverer
+	Store   Store
+	Deliver DeliverFunc
 	// HasSession reports whether a session is set; passes are not started by the timer or at
 	// start-up without one. nil means always.
 	HasSession func() bool
@@ -182,6 +179,30 @@ func DueAt(e pending.Entry, interval time.Duration) time.Time {
 		due = e.NotBefore
 	}
 	return due
+}
+
+// DiscardReason says why an entry is not to be tried again at now (pending.ReasonExpired,
+// pending.ReasonMaxAttempts), or "". An entry that is not an asset only expires.
+func DiscardReason(e pending.Entry, now time.Time, st Settings) string {
+	if st.TTL > 0 && !now.Before(e.Created().Add(st.TTL)) {
+		return pending.ReasonExpired
+	}
+	if st.MaxAttempts > 0 && e.Unsupported == "" && e.AttemptCount >= st.MaxAttempts {
+		return pending.ReasonMaxAttempts
+	}
+	return ""
+}
+
+// Discard removes from store every entry DiscardReason gives a reason for at now, and returns
+// how many it removed. An entry in use by an upload is left for the next time.
+func Discard(store Store, now time.Time, st Settings) int {
+	n := 0
+	for _, e := range append(store.List(), store.Unsupported()...) {
+		if why := DiscardReason(e, now, st); why != "" && store.Discard(e.ID, why) == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // Service runs retry passes. Its methods are safe for concurrent use.

@@ -9,6 +9,7 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/control"
 	"github.com/fusou-proxy/fusou-proxy/pending"
 	"github.com/fusou-proxy/fusou-proxy/proxy"
+	"github.com/fusou-proxy/fusou-proxy/retry"
 )
 
 // The small adapters between the packages' interfaces: each package defines what it needs,
@@ -18,10 +19,18 @@ import (
 type captureSink struct{ p *assets.Pipeline }
 
 func (s captureSink) Start(req *http.Request, resp *http.Response) proxy.Spool {
-	if sp := s.p.Start(req, resp); sp != nil {
-		return sp
+	if c := s.p.Start(req, resp); c != nil {
+		return c
 	}
-	return nil // a nil *assets.Spool must not become a non-nil interface
+	return nil // a nil *assets.Capture must not become a non-nil interface
+}
+
+// deliverFunc is the retry service's upload path: the pipeline's Deliver.
+func deliverFunc(p *assets.Pipeline) retry.DeliverFunc {
+	return func(ctx context.Context, e pending.Entry, count bool) (retry.Outcome, string) {
+		d := p.Deliver(ctx, e, count)
+		return d.Outcome(), d.Reason
+	}
 }
 
 // sessionControl puts a posted session into the holder the uploader reads, and refreshes

@@ -72,17 +72,14 @@ func newApp(src config.Sources, cfg *config.Loaded, flags func(*config.Loaded), 
 	if advice := a.ca.RotationAdvice(); advice != "" {
 		log.Warn("CA: " + advice)
 	}
-	r := cfg.App.AssetSync.Retry
-	a.store, err = pending.Open(pending.Options{
-		Dir: filepath.Join(dir, datadir.PendingDir), MaxFiles: r.MaxPendingFiles, MaxBytes: r.MaxPendingBytes,
-		TTL: r.TTL(), MaxAttempts: r.MaxAttempts, Logger: log.Named("pending"),
-	})
+	a.store, err = openPendingStore(cfg, false, log.Named("pending"))
 	if errors.Is(err, pending.ErrLocked) {
 		return nil, fmt.Errorf("%w: is another fusou-proxy running with data dir %s?", err, dir)
 	}
 	if err != nil {
 		return nil, err
 	}
+	removeOldSpool(dir, log) // under the store's lock: no other instance uses this data dir
 	a.setUpSession(cfg)
 	as := cfg.App.AssetSync
 	uploader, err := assets.NewUploader(assets.UploaderOptions{
@@ -101,17 +98,15 @@ func newApp(src config.Sources, cfg *config.Loaded, flags func(*config.Loaded), 
 	}
 	if a.pipeline, err = assets.NewPipeline(assets.PipelineOptions{
 		Store: a.store, Uploader: uploader, Index: a.index, Session: a.session,
-		SpoolDir: filepath.Join(dir, datadir.SpoolDir), Endpoint: as.AssetUploadEndpoint,
-		Workers: as.Workers, QueueSize: as.QueueSize, MaxAssetBytes: cfg.Proxy.Capture.MaxAssetBytes,
-		// The journal holds what the store will: it is bounded by the same size.
-		MaxSpoolBytes: as.Retry.MaxPendingBytes,
+		Endpoint: as.AssetUploadEndpoint, Workers: as.Workers, QueueSize: as.QueueSize,
+		MaxAssetBytes: cfg.Proxy.Capture.MaxAssetBytes,
 		Settings:      pipelineSettings(cfg), Logger: log.Named("assets"),
 	}); err != nil {
 		return nil, err
 	}
 	a.metrics = newMetrics()
 	a.retry = retry.New(retry.Options{
-		Store: a.store, Deliverer: retry.PipelineDeliverer{Pipeline: a.pipeline},
+		Store: a.store, Deliver: deliverFunc(a.pipeline),
 		HasSession: func() bool { _, ok := a.session.Get(); return ok },
 		Settings:   retrySettings(cfg), OnPass: a.metrics.observePass, Logger: log.Named("retry"),
 	})
@@ -349,7 +344,7 @@ func pipelineSettings(cfg *config.Loaded) assets.Settings {
 
 func retrySettings(cfg *config.Loaded) retry.Settings {
 	r := cfg.App.AssetSync.Retry
-	return retry.Settings{Interval: r.Interval(), Concurrency: r.Concurrency}
+	return retry.Settings{Interval: r.Interval(), Concurrency: r.Concurrency, TTL: r.TTL(), MaxAttempts: r.MaxAttempts}
 }
 
 func captureRules(cfg *config.Loaded) proxy.CaptureRules {

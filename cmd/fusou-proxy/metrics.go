@@ -64,7 +64,7 @@ func (m *metrics) register(a *app) {
 	}})
 	gauge("fusou_pending_entries", "Entries in the pending store.", func() float64 { return float64(a.store.Stats().Count) })
 	gauge("fusou_pending_bytes", "Bytes in the pending store.", func() float64 { return float64(a.store.Stats().Bytes) })
-	gauge("fusou_spool_captures", "Captures in the spool journal, not yet committed to the pending store.", func() float64 { return float64(a.pipeline.Backlog()) })
+	gauge("fusou_commit_queue_captures", "Finished captures waiting for their commit to the pending store.", func() float64 { return float64(a.pipeline.Stats().Queued) })
 	counter("fusou_leaf_cache_hits_total", "TLS leaf certificates served from the cache.", func() float64 { return float64(a.ca.Stats().Hits) })
 	counter("fusou_leaf_cache_misses_total", "TLS leaf certificates not in the cache.", func() float64 { return float64(a.ca.Stats().Misses) })
 	counter("fusou_leaf_generations_total", "TLS leaf certificates generated.", func() float64 { return float64(a.ca.Stats().Generations) })

@@ -16,6 +16,7 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/internal/config"
 	"github.com/fusou-proxy/fusou-proxy/internal/datadir"
 	"github.com/fusou-proxy/fusou-proxy/pending"
+	"github.com/fusou-proxy/fusou-proxy/retry"
 )
 
 // purgeBarThreshold is the purge size from which a progress bar is drawn.
@@ -62,7 +63,11 @@ func newPendingCommand(g *globals) *cobra.Command {
 			if n := countTrue(expired, all, rejected, corrupt); n != 1 {
 				return usageError{errors.New("pending purge: give exactly one of --expired, --all, --rejected or --corrupt")}
 			}
-			st, err := g.openStore(false)
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			st, err := openPendingStore(cfg, false, nil)
 			if err != nil {
 				return err
 			}
@@ -73,8 +78,13 @@ func newPendingCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "purged %d %s entries\n", n, where)
 				return err
 			}
+			if expired {
+				n := retry.Discard(st, time.Now(), retrySettings(cfg))
+				fmt.Fprintf(g.stdout, "purged %d pending uploads\n", n)
+				return nil
+			}
 			var bar *progressbar.ProgressBar
-			n, err := st.Purge(all, func(done, total int) {
+			n, err := st.Purge(func(done, total int) {
 				if total < purgeBarThreshold {
 					return
 				}
@@ -205,13 +215,11 @@ func (g *globals) openStore(readOnly bool) (*pending.Store, error) {
 func openPendingStore(cfg *config.Loaded, readOnly bool, log *zap.Logger) (*pending.Store, error) {
 	r := cfg.App.AssetSync.Retry
 	st, err := pending.Open(pending.Options{
-		Dir:         filepath.Join(cfg.DataDir, datadir.PendingDir),
-		MaxFiles:    r.MaxPendingFiles,
-		MaxBytes:    r.MaxPendingBytes,
-		TTL:         r.TTL(),
-		MaxAttempts: r.MaxAttempts,
-		ReadOnly:    readOnly,
-		Logger:      log,
+		Dir:      filepath.Join(cfg.DataDir, datadir.PendingDir),
+		MaxFiles: r.MaxPendingFiles,
+		MaxBytes: r.MaxPendingBytes,
+		ReadOnly: readOnly,
+		Logger:   log,
 	})
 	if errors.Is(err, pending.ErrLocked) {
 		return nil, fmt.Errorf("%w: stop the running fusou-proxy first", err)

@@ -58,7 +58,7 @@ func (a *app) applyLive(next *config.Loaded) {
 	a.cfg.App.AssetSync.Enable = next.App.AssetSync.Enable
 
 	r := a.cfg.App.AssetSync.Retry
-	a.store.SetLimits(r.MaxPendingFiles, r.MaxPendingBytes, r.TTL(), r.MaxAttempts)
+	a.store.SetLimits(r.MaxPendingFiles, r.MaxPendingBytes)
 	a.retry.SetSettings(retrySettings(a.cfg))
 	a.pipeline.SetSettings(pipelineSettings(a.cfg))
 	a.proxy.SetCapture(captureRules(a.cfg))

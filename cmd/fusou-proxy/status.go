@@ -117,8 +117,8 @@ func printStatus(g *globals, st statusDoc) {
 	if len(st.Sync) > 0 {
 		fmt.Fprintf(w, "sync:     captured %d, uploaded %d, already on server %d, failed %d, shed %d\n",
 			st.Sync["captured"], st.Sync["uploaded"], st.Sync["already_known"], st.Sync["failed"], st.Sync["shed"])
-		if n := st.Sync["spooled"]; n > 0 {
-			fmt.Fprintf(w, "spool:    %d captures waiting for their commit\n", n)
+		if n := st.Sync["queued"]; n > 0 {
+			fmt.Fprintf(w, "queued:   %d captures waiting for their commit\n", n)
 		}
 	}
 }

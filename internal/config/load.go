@@ -259,77 +259,93 @@ func Keys() []string {
 
 // decode stores raw (a TOML value, or a string from the environment) into the leaf's field.
 func decode(l leaf, raw any) error {
-	bad := func(want string) error {
-		return &Error{Key: l.key, Msg: fmt.Sprintf("want %s, got %v (%T)", want, raw, raw)}
-	}
+	var v any
+	var want string
 	switch l.field.Kind() {
 	case reflect.String:
-		s, ok := raw.(string)
-		if !ok {
-			return bad("a string")
-		}
-		l.field.SetString(s)
+		v, want = asString(raw), "a string"
 	case reflect.Bool:
-		switch b := raw.(type) {
-		case bool:
-			l.field.SetBool(b)
-		case string:
-			parsed, err := strconv.ParseBool(strings.TrimSpace(b))
-			if err != nil {
-				return bad("true or false")
-			}
-			l.field.SetBool(parsed)
-		default:
-			return bad("true or false")
-		}
+		v, want = asBool(raw), "true or false"
 	case reflect.Int, reflect.Int64:
-		var n int64
-		switch x := raw.(type) {
-		case int64:
-			n = x
-		case int:
-			n = int64(x)
-		case string:
-			parsed, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
-			if err != nil {
-				return bad("a whole number")
-			}
-			n = parsed
+		n, ok := asInt(raw)
+		switch {
+		case !ok:
+			want = "a whole number"
+		case l.field.OverflowInt(n):
+			want = "a smaller whole number"
 		default:
-			return bad("a whole number")
+			v = n
 		}
-		if l.field.OverflowInt(n) {
-			return bad("a smaller whole number")
-		}
-		l.field.SetInt(n)
 	case reflect.Slice:
-		var list []string
-		switch x := raw.(type) {
-		case []any:
-			for _, item := range x {
-				s, ok := item.(string)
-				if !ok {
-					return bad("a list of strings")
-				}
-				list = append(list, s)
-			}
-		case []string:
-			list = x
-		case string: // environment: comma-separated
-			for _, s := range strings.Split(x, ",") {
-				if s = strings.TrimSpace(s); s != "" {
-					list = append(list, s)
-				}
-			}
-		default:
-			return bad("a list of strings")
-		}
-		if list == nil {
-			list = []string{}
-		}
-		l.field.Set(reflect.ValueOf(list))
+		v, want = asList(raw), "a list of strings"
 	default:
 		return fmt.Errorf("config: %s: unsupported field kind %s", l.key, l.field.Kind())
 	}
+	if v == nil {
+		return &Error{Key: l.key, Msg: fmt.Sprintf("want %s, got %v (%T)", want, raw, raw)}
+	}
+	l.field.Set(reflect.ValueOf(v).Convert(l.field.Type()))
 	return nil
+}
+
+// asString returns raw as a string, or nil.
+func asString(raw any) any {
+	if s, ok := raw.(string); ok {
+		return s
+	}
+	return nil
+}
+
+// asBool returns raw (a bool, or its text from the environment) as a bool, or nil.
+func asBool(raw any) any {
+	switch b := raw.(type) {
+	case bool:
+		return b
+	case string:
+		if parsed, err := strconv.ParseBool(strings.TrimSpace(b)); err == nil {
+			return parsed
+		}
+	}
+	return nil
+}
+
+// asInt returns raw (a TOML integer, or its text from the environment) as an int64.
+func asInt(raw any) (int64, bool) {
+	switch x := raw.(type) {
+	case int64:
+		return x, true
+	case int:
+		return int64(x), true
+	case string:
+		n, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
+		return n, err == nil
+	}
+	return 0, false
+}
+
+// asList returns raw (a TOML array of strings, or comma-separated text from the environment)
+// as a non-nil []string, or nil.
+func asList(raw any) any {
+	list := []string{}
+	switch x := raw.(type) {
+	case []any:
+		for _, item := range x {
+			s, ok := item.(string)
+			if !ok {
+				return nil
+			}
+			list = append(list, s)
+		}
+	case []string:
+		list = append(list, x...)
+	case string: // environment: comma-separated
+		for _, s := range strings.Split(x, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				list = append(list, s)
+			}
+		}
+	default:
+		return nil
+	}
+	return list
 }

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/fusou-proxy/fusou-proxy/proxy"
+	"github.com/fusou-proxy/fusou-proxy/internal/dialrule"
 
 	"golang.org/x/net/publicsuffix"
 )
@@ -113,7 +113,7 @@ func readableFile(path string) string {
 // connectTo checks curl --connect-to style "HOST:PORT:ADDR:PORT2" entries.
 func connectTo(list []string) string {
 	for _, s := range list {
-		if _, err := proxy.ParseDialRule(s); err != nil {
+		if _, err := dialrule.Parse(s); err != nil {
 			return fmt.Sprintf("entries must be HOST:PORT:ADDR:PORT2 (e.g. \"w01y.kancolle-server.com:443:127.0.0.1:9443\"): %v", err)
 		}
 	}

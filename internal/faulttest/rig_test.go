@@ -60,7 +60,7 @@ type rig struct {
 	t        *testing.T
 	api      *assettest.Server
 	tp       *toxiproxy.Proxy
-	dir      string // the data directory: pending_uploads/ and spool/
+	dir      string // the data directory: pending_uploads/
 	endpoint string // the uploader's endpoint: the proxy's address
 	logs     *observer.ObservedLogs
 	log      *zap.Logger
@@ -139,7 +139,7 @@ func (r *rig) start() {
 	}
 	r.pipe, err = assets.NewPipeline(assets.PipelineOptions{
 		Store: r.store, Uploader: up, Session: r.session,
-		SpoolDir: filepath.Join(r.dir, "spool"), Endpoint: r.endpoint,
+		Endpoint: r.endpoint, Workers: 2, QueueSize: 256, MaxAssetBytes: 200 << 20,
 		Settings: assets.Settings{Enable: true, Extensions: []string{"png", "jpg", "jpeg", "gif", "webp", "bmp", "json"}},
 		Logger:   r.log,
 	})
@@ -149,8 +149,11 @@ func (r *rig) start() {
 	r.pipe.Run(context.Background())
 
 	r.retry = retry.New(retry.Options{
-		Store:      r.store,
-		Deliverer:  retry.PipelineDeliverer{Pipeline: r.pipe},
+		Store: r.store,
+		Deliver: func(ctx context.Context, e pending.Entry, count bool) (retry.Outcome, string) {
+			d := r.pipe.Deliver(ctx, e, count)
+			return d.Outcome(), d.Reason
+		},
 		HasSession: func() bool { _, ok := r.session.Get(); return ok },
 		// The timer stays out of the way: the test triggers every pass itself.
 		Settings: retry.Settings{Interval: time.Hour, Concurrency: retry.DefaultConcurrency},
@@ -432,9 +435,6 @@ func (r *rig) verify(batch []asset) {
 		if names := dirNames(t, filepath.Join(storeDir, sub)); len(names) != 0 {
 			t.Errorf("%s/ holds %v, want nothing", sub, names)
 		}
-	}
-	if names := dirNames(t, filepath.Join(r.dir, "spool")); len(names) != 0 {
-		t.Errorf("spool/ holds %v after Close, want nothing", names)
 	}
 	names := slices.DeleteFunc(dirNames(t, storeDir), func(n string) bool {
 		return n == ".lock" || n == "corrupt" || n == "rejected"

@@ -1,0 +1,246 @@
+package assets
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/andybalholm/brotli"
+	"go.uber.org/zap"
+
+	"github.com/fusou-proxy/fusou-proxy/pending"
+)
+
+// maxBatch bounds the captures committed together: one folder fsync for up to this many.
+const maxBatch = 64
+
+// committer owns the commits: it takes the finished captures in batches, as many as are
+// waiting, and commits each batch to the store at once. At shutdown it commits what is still
+// queued, then returns.
+func (p *Pipeline) committer(ctx context.Context) {
+	defer p.wg.Done()
+	for {
+		var first *capture
+		select {
+		case first = <-p.commits:
+		case <-ctx.Done():
+			for len(p.commits) > 0 {
+				p.commitBatch(p.gather(<-p.commits))
+			}
+			return
+		}
+		p.commitBatch(p.gather(first))
+	}
+}
+
+// gather returns first and the captures queued behind it, up to maxBatch.
+func (p *Pipeline) gather(first *capture) []*capture {
+	batch := []*capture{first}
+	for len(batch) < maxBatch {
+		select {
+		case c := <-p.commits:
+			batch = append(batch, c)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// commitBatch turns a batch of captures into pending entries and queues their uploads. Each
+// capture is hashed (and decoded) into a draft first, in parallel, and dropped if the pipeline
+// has it; the drafts are then committed together.
+func (p *Pipeline) commitBatch(batch []*capture) {
+	drafts := make([]*pending.Draft, len(batch))
+	prints := make([]bodyPrint, len(batch))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, c := range batch {
+		p.queuedBytes.Add(-c.memory())
+		prints[i] = c.print
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			drafts[i] = p.draft(c)
+		})
+	}
+	wg.Wait()
+	var ready []*pending.Draft
+	var readyPrints []bodyPrint
+	for i, d := range drafts {
+		if d != nil {
+			ready = append(ready, d)
+			readyPrints = append(readyPrints, prints[i])
+		}
+	}
+	for i, r := range p.store.Commit(ready) {
+		switch {
+		case r.Err != nil: // logged by the store
+			p.stats.shed.Add(1)
+			continue
+		case !r.Created: // committed meanwhile, by a capture of the same batch
+			p.stats.known.Add(1)
+		default:
+			p.stats.committed.Add(1)
+			p.queueUpload(r.Entry.ID)
+		}
+		if pr := readyPrints[i]; pr.size > 0 {
+			p.prints.add(pr, assetID{hash: r.Entry.Context.ContentHash, size: r.Entry.Context.FileSize})
+		}
+	}
+}
+
+// queueUpload hands a committed entry to the upload workers, or leaves it for a retry pass
+// when they are behind.
+func (p *Pipeline) queueUpload(id string) {
+	select {
+	case p.uploads <- id:
+	default:
+		p.log.Debug("upload queue full; entry waits for a retry pass", zap.String("id", id))
+	}
+}
+
+// draft writes c's asset (its body decoded) to a draft and returns it with its context
+// filled in, or returns nil when the pipeline has the asset already or c cannot be an asset.
+func (p *Pipeline) draft(c *capture) *pending.Draft {
+	defer c.release()
+	// Check the names with a stand-in hash and size; the real ones come from the bytes.
+	if _, err := NewAsset(c.urlPath, 1, zeroHash); err != nil {
+		p.stats.skipped.Add(1)
+		p.log.Debug("capture is not an asset", zap.String("path", c.urlPath), zap.Error(err))
+		return nil
+	}
+	if c.encoding == "" && c.bufp != nil && c.hash == "" {
+		sum := sha256.Sum256(*c.bufp)
+		c.hash = hex.EncodeToString(sum[:])
+	}
+	if c.hash != "" && p.has(c.urlPath, assetID{c.hash, c.size}) {
+		p.remember(c.print, assetID{c.hash, c.size})
+		p.stats.known.Add(1)
+		return nil
+	}
+	d, id, err := p.write(c)
+	if err != nil {
+		if d != nil {
+			d.Discard()
+		}
+		p.stats.shed.Add(1)
+		p.log.Warn("capture not committed", zap.String("path", c.urlPath), zap.Error(err))
+		return nil
+	}
+	if c.encoding != "" && p.has(c.urlPath, id) { // only known once decoded
+		p.remember(c.print, id)
+		p.stats.known.Add(1)
+		d.Discard()
+		return nil
+	}
+	a, _ := NewAsset(c.urlPath, id.size, id.hash)
+	d.Context, d.TargetURL, d.Headers = contextOf(a), p.o.Endpoint, headersOf(a, p.o.Endpoint)
+	return d
+}
+
+// remember records what the body of print is, so that its next copy is dropped at Finish.
+func (p *Pipeline) remember(print bodyPrint, id assetID) {
+	if print.size > 0 {
+		p.prints.add(print, id)
+	}
+}
+
+// write puts c's asset in a draft: an identity body as it is, an encoded one decoded (the
+// uploaded bytes are the resource itself, SPEC §4), hashed on the way.
+func (p *Pipeline) write(c *capture) (*pending.Draft, assetID, error) {
+	if c.encoding == "" {
+		if c.draft != nil { // written and hashed as it streamed
+			d := c.draft
+			c.draft = nil
+			return d, assetID{c.hash, c.size}, nil
+		}
+		d, err := p.store.NewDraft()
+		if err == nil {
+			_, err = d.Write(*c.bufp)
+		}
+		return d, assetID{c.hash, c.size}, err
+	}
+	var src io.Reader
+	if c.bufp != nil {
+		src = bytes.NewReader(*c.bufp)
+	} else {
+		r, err := c.draft.Reader()
+		if err != nil {
+			return nil, assetID{}, err
+		}
+		defer r.Close()
+		src = r
+	}
+	dec, err := decoder(c.encoding, src)
+	if err != nil {
+		return nil, assetID{}, fmt.Errorf("decode %s: %w", c.encoding, err)
+	}
+	d, err := p.store.NewDraft()
+	if err != nil {
+		return nil, assetID{}, err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(d, h), &limitedReader{r: dec, left: p.o.MaxAssetBytes}); err != nil {
+		return d, assetID{}, fmt.Errorf("decode %s: %w", c.encoding, err)
+	}
+	return d, assetID{hex.EncodeToString(h.Sum(nil)), d.Size()}, nil
+}
+
+const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+func decoder(encoding string, r io.Reader) (io.Reader, error) {
+	switch encoding {
+	case "gzip", "x-gzip":
+		return gzip.NewReader(r)
+	case "deflate": // HTTP's deflate is zlib-wrapped; some servers send it raw
+		return newDeflateReader(r)
+	case "br":
+		return brotli.NewReader(r), nil
+	}
+	return nil, fmt.Errorf("unsupported encoding %q", encoding)
+}
+
+// newDeflateReader reads zlib-wrapped deflate, or raw deflate when the zlib header is absent.
+func newDeflateReader(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReader(r)
+	head, _ := br.Peek(2)
+	if len(head) == 2 && head[0]&0x0f == 8 && (uint16(head[0])<<8|uint16(head[1]))%31 == 0 {
+		return zlib.NewReader(br)
+	}
+	return flate.NewReader(br), nil
+}
+
+// limitedReader fails, rather than truncates, a body longer than left: a decompression bomb
+// or an asset over the server's limit is not committed at all.
+type limitedReader struct {
+	r    io.Reader
+	left int64
+}
+
+var errTooLarge = errors.New("decoded body over max_asset_bytes")
+
+func (l *limitedReader) Read(b []byte) (int, error) {
+	if l.left < 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(b)) > l.left+1 {
+		b = b[:l.left+1]
+	}
+	n, err := l.r.Read(b)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return 0, errTooLarge
+	}
+	return n, err
+}

@@ -1,0 +1,467 @@
+package pending
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+)
+
+// A Draft is a new entry's bytes being written: a temp file in the store folder, so that its
+// commit is a rename. The caller writes the bytes, fills in Context (complete, with the hash of
+// the bytes), TargetURL and Headers, and hands it to Commit; or drops it with Discard.
+type Draft struct {
+	w    tempFile
+	size int64
+
+	Context   Context
+	TargetURL string
+	Headers   map[string]string
+
+	meta  Meta // the new entry's starting metadata (times, attempts); set by NewDraft
+	evict bool // whether the oldest entries may be evicted to make room
+}
+
+// NewDraft creates a draft for a new entry, created now.
+func (s *Store) NewDraft() (*Draft, error) {
+	if err := s.begin(true); err != nil {
+		return nil, fmt.Errorf("new draft: %w", err)
+	}
+	defer s.life.RUnlock()
+	f, err := os.CreateTemp(s.dir, tempPrefix+"*.bin") // 0600, the mode of every store file
+	if err != nil {
+		return nil, fmt.Errorf("create temp file: %w", err)
+	}
+	return &Draft{w: s.fs.Wrap(f), meta: Meta{CreatedAt: s.opts.Now().Unix()}, evict: true}, nil
+}
+
+// Write appends b to the draft's bytes.
+func (d *Draft) Write(b []byte) (int, error) {
+	n, err := d.w.Write(b)
+	d.size += int64(n)
+	return n, err
+}
+
+// Reader opens the bytes written so far for reading; the caller closes it.
+func (d *Draft) Reader() (io.ReadCloser, error) { return os.Open(d.w.Name()) }
+
+// Size returns the number of bytes written.
+func (d *Draft) Size() int64 { return d.size }
+
+// Discard removes the draft's file. Commit calls it for every draft it does not commit.
+func (d *Draft) Discard() {
+	_ = d.w.Close()
+	_ = os.Remove(d.w.Name())
+}
+
+// Committed is what became of one draft in Commit.
+type Committed struct {
+	Entry Entry
+	// Created is false when an entry already held (key, hash): Entry is that one, and the draft
+	// was dropped.
+	Created bool
+	Err     error
+}
+
+// maxParallelSyncs bounds the drafts of one Commit flushed at once.
+const maxParallelSyncs = 16
+
+// Commit turns drafts into entries as one batch (SPEC §6): each .bin is fsync'd and its .json
+// written and fsync'd beside it as a temp file, the flushes of the batch running at once (the
+// disk serves concurrent flushes together); then each .bin and .json is renamed into place (the
+// .json's rename commits the entry) and one fsync of the folder makes the batch's renames
+// durable. Every draft is used up: committed, or removed with its error in the result. A draft
+// whose (key, hash) an entry already holds is dropped with Created false. When the store is at
+// MaxFiles or MaxBytes, the oldest entries are evicted first, each logged.
+func (s *Store) Commit(drafts []*Draft) []Committed {
+	out := make([]Committed, len(drafts))
+	if err := s.begin(true); err != nil {
+		for i, d := range drafts {
+			d.Discard()
+			out[i].Err = fmt.Errorf("commit %s: %w", d.Context.Key, err)
+		}
+		return out
+	}
+	defer s.life.RUnlock()
+
+	var batch []*staged
+	for i, d := range drafts {
+		st, dup, err := s.stage(d)
+		switch {
+		case err != nil:
+			d.Discard()
+			out[i].Err = fmt.Errorf("commit %s: %w", d.Context.Key, err)
+			s.logSaveError(d.Context.Key, out[i].Err)
+		case dup != nil:
+			d.Discard()
+			out[i].Entry = dup.snapshotSafe(s)
+		default:
+			st.slot = i
+			batch = append(batch, st)
+		}
+	}
+	s.flush(batch)
+	s.place(batch)
+	if len(batch) > 0 {
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			// The entries may or may not survive a crash now; take them back so that the
+			// caller's view (not saved) is the truth.
+			for _, st := range batch {
+				if st.err == nil {
+					st.undo()
+					st.err = fmt.Errorf("sync folder: %w", err)
+				}
+			}
+		}
+	}
+	for _, st := range batch {
+		out[st.slot] = s.finish(st)
+	}
+	return out
+}
+
+// staged is a draft on its way into the store.
+type staged struct {
+	d       *Draft
+	slot    int // its index in Commit's drafts
+	meta    Meta
+	data    []byte // the encoded .json
+	tmpJSON string
+	placed  []string // the files place renamed into the store
+	release func()
+	err     error
+}
+
+// stage checks a draft and claims its (key, hash); dup is the entry that already holds it.
+func (s *Store) stage(d *Draft) (_ *staged, dup *entry, err error) {
+	if err := checkContext(d.Context); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if d.size != d.Context.FileSize {
+		return nil, nil, fmt.Errorf("%w: %d bytes written, context says %d", ErrMismatch, d.size, d.Context.FileSize)
+	}
+	dup, release := s.reserve(d.Context.Key, d.Context.ContentHash)
+	if dup != nil {
+		return nil, dup, nil
+	}
+	m := d.meta
+	m.ID, m.TargetURL, m.Headers = uuid.NewString(), d.TargetURL, d.Headers
+	if m, err = s.currentMeta(m, d.Context); err == nil {
+		var data []byte
+		if data, err = encodeMeta(m); err == nil && len(data) > maxMetaBytes {
+			err = fmt.Errorf("%w: metadata is %d bytes, over the %d byte limit", ErrInvalid, len(data), maxMetaBytes)
+		}
+		if err == nil {
+			return &staged{d: d, meta: m, data: data, release: release}, nil, nil
+		}
+	}
+	release()
+	return nil, nil, err
+}
+
+// flush makes every staged draft's .bin and .json temp file durable, at most maxParallelSyncs at
+// once.
+func (s *Store) flush(batch []*staged) {
+	sem := make(chan struct{}, maxParallelSyncs)
+	var wg sync.WaitGroup
+	for _, st := range batch {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			st.err = s.flushOne(st)
+		})
+	}
+	wg.Wait()
+}
+
+func (s *Store) flushOne(st *staged) error {
+	w := st.d.w
+	if err := w.Sync(); err != nil {
+		return fmt.Errorf("sync temp file: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("close temp file: %w", err)
+	}
+	tmp, err := s.writeTempBytes(s.dir, st.data)
+	st.tmpJSON = tmp
+	return err
+}
+
+// place renames each flushed draft's files into place, .bin first, having made room for it.
+func (s *Store) place(batch []*staged) {
+	for _, st := range batch {
+		if st.err == nil {
+			st.err = s.placeOne(st)
+		}
+	}
+}
+
+func (s *Store) placeOne(st *staged) error {
+	size := st.d.Context.FileSize
+	if err := s.makeRoom(size, st.d.evict); err != nil {
+		return err
+	}
+	defer s.unreserveRoom(size)
+	id := st.meta.ID
+	if err := os.Rename(st.d.w.Name(), s.path(binName(id))); err != nil {
+		return fmt.Errorf("rename .bin: %w", err)
+	}
+	st.placed = append(st.placed, s.path(binName(id)))
+	if err := os.Rename(st.tmpJSON, s.path(id+".json")); err != nil {
+		return fmt.Errorf("rename .json: %w", err)
+	}
+	st.placed = append(st.placed, s.path(id+".json"))
+	return nil
+}
+
+// undo removes what the commit of st left: its temp files and what place renamed.
+func (st *staged) undo() {
+	st.d.Discard()
+	if st.tmpJSON != "" {
+		_ = os.Remove(st.tmpJSON)
+	}
+	for _, p := range st.placed {
+		_ = os.Remove(p)
+	}
+	st.placed = nil
+}
+
+// finish indexes a committed draft, or clears up after a failed one, and ends its claim.
+func (s *Store) finish(st *staged) Committed {
+	defer st.release()
+	if st.err != nil {
+		st.undo()
+		err := fmt.Errorf("commit %s: %w", st.d.Context.Key, st.err)
+		s.logSaveError(st.d.Context.Key, err)
+		return Committed{Err: err}
+	}
+	e := &entry{e: Entry{Meta: st.meta, Context: st.d.Context}}
+	s.mu.Lock()
+	s.insertLocked(e)
+	out := e.snapshot()
+	s.mu.Unlock()
+	return Committed{Entry: out, Created: true}
+}
+
+// Save commits the bytes read from body as a new entry and returns it with created=true: a draft
+// and a Commit of one. The bytes are streamed to disk, never held whole in memory.
+//
+// If c.ContentHash is set, the bytes must match it and c.FileSize (else ErrMismatch), and when an
+// entry already holds (c.Key, c.ContentHash) that entry is returned with created=false without
+// reading body. If c.ContentHash is empty, both are computed from the bytes. Secret headers
+// (Authorization, Cookie, ...) are dropped.
+func (s *Store) Save(c Context, targetURL string, headers map[string]string, body io.Reader) (_ Entry, created bool, err error) {
+	return s.save(c, Meta{TargetURL: targetURL, Headers: headers}, body, true)
+}
+
+// save is Save of an entry whose metadata starts as tmpl (its times too, when set); evict says
+// whether the oldest entries may be evicted to make room, or ErrFull returned instead.
+func (s *Store) save(c Context, tmpl Meta, body io.Reader, evict bool) (Entry, bool, error) {
+	if c.Key == "" {
+		return Entry{}, false, fmt.Errorf("save: %w: context has no key", ErrInvalid)
+	}
+	known := c.ContentHash != ""
+	if known {
+		if dup := s.holder(c.Key, c.ContentHash); dup != nil {
+			return dup.snapshotSafe(s), false, nil
+		}
+		// One byte more than promised is enough to tell a mismatch; a wrong size must not fill
+		// the disk.
+		body = io.LimitReader(body, c.FileSize+1)
+	}
+	d, err := s.NewDraft()
+	if err != nil {
+		err = fmt.Errorf("save %s: %w", c.Key, err)
+		s.logSaveError(c.Key, err)
+		return Entry{}, false, err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(d, h), body); err != nil {
+		d.Discard()
+		err = fmt.Errorf("save %s: write temp file: %w", c.Key, err)
+		s.logSaveError(c.Key, err)
+		return Entry{}, false, err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if known && (d.size != c.FileSize || sum != c.ContentHash) {
+		d.Discard()
+		return Entry{}, false, fmt.Errorf("save %s: %w: got %d bytes with sha256 %s, want %d bytes with %s",
+			c.Key, ErrMismatch, d.size, sum, c.FileSize, c.ContentHash)
+	}
+	c.FileSize, c.ContentHash = d.size, sum
+	d.Context, d.TargetURL, d.Headers, d.evict = c, tmpl.TargetURL, tmpl.Headers, evict
+	if tmpl.CreatedAt != 0 {
+		d.meta.CreatedAt = tmpl.CreatedAt
+	}
+	r := s.Commit([]*Draft{d})[0]
+	return r.Entry, r.Created, r.Err
+}
+
+// holder returns the entry holding (key, hash), or nil.
+func (s *Store) holder(key, hash string) *entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byKey[keyHash{key, hash}]
+}
+
+// reserve claims (key, hash) for one commit. If an entry already holds it, reserve returns that
+// entry; if another commit holds the claim, reserve waits for it to end and looks again.
+// Otherwise the caller must call release when its commit ends, done or not.
+func (s *Store) reserve(key, hash string) (dup *entry, release func()) {
+	k := keyHash{key, hash}
+	for {
+		s.mu.Lock()
+		if e := s.byKey[k]; e != nil {
+			s.mu.Unlock()
+			return e, nil
+		}
+		ch, busy := s.inflight[k]
+		if !busy {
+			ch = make(chan struct{})
+			s.inflight[k] = ch
+			s.mu.Unlock()
+			return nil, func() {
+				s.mu.Lock()
+				delete(s.inflight, k)
+				s.mu.Unlock()
+				close(ch)
+			}
+		}
+		s.mu.Unlock()
+		<-ch
+	}
+}
+
+// snapshotSafe is snapshot for a caller that does not hold mu.
+func (e *entry) snapshotSafe(s *Store) Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return e.snapshot()
+}
+
+// makeRoom reserves space for a new entry of size bytes, evicting (if evict) the oldest entries
+// that are not being uploaded (SPEC §6) until the limits hold. The caller must unreserveRoom(size)
+// once the entry is committed or abandoned.
+func (s *Store) makeRoom(size int64, evict bool) error {
+	s.mu.Lock()
+	maxFiles, maxBytes := s.opts.MaxFiles, s.opts.MaxBytes // SetLimits changes them under mu
+	if maxBytes > 0 && size > maxBytes {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: entry of %d bytes is over max_pending_bytes %d", ErrFull, size, maxBytes)
+	}
+	files := len(s.byID) + s.reservedFiles + 1
+	total := s.bytes + s.reservedBytes + size
+	over := func() bool {
+		return (maxFiles > 0 && files > maxFiles) || (maxBytes > 0 && total > maxBytes)
+	}
+	if !evict && over() {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: max_pending_files %d or max_pending_bytes %d reached", ErrFull, maxFiles, maxBytes)
+	}
+	var victims []*entry
+	for _, v := range s.order {
+		if !over() {
+			break
+		}
+		// TryLock: an entry busy in another call is skipped rather than waited for, and
+		// cannot be waited for here without breaking the io-before-mu lock order.
+		if v.gone || v.held || !v.io.TryLock() {
+			continue
+		}
+		victims = append(victims, v)
+		files--
+		total -= v.size()
+	}
+	if over() {
+		for _, v := range victims {
+			v.io.Unlock()
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("%w: no room for %d more bytes with every other entry in use", ErrFull, size)
+	}
+	for _, v := range victims {
+		s.removeLocked(v)
+	}
+	s.reservedFiles++
+	s.reservedBytes += size
+	s.mu.Unlock()
+
+	for _, v := range victims {
+		s.discardLocked(v, ReasonCapacity)
+	}
+	return nil
+}
+
+func (s *Store) unreserveRoom(size int64) {
+	s.mu.Lock()
+	s.reservedFiles--
+	s.reservedBytes -= size
+	s.mu.Unlock()
+}
+
+// discardLocked removes the files of v, then takes it out of the index (if makeRoom has not
+// already), and logs the discard; it reports whether the files are gone. v.io must be held;
+// discardLocked releases it.
+func (s *Store) discardLocked(v *entry, reason string) bool {
+	defer v.io.Unlock()
+	fields := []zap.Field{zap.String("id", v.e.ID), zap.String("key", v.e.Context.Key), zap.String("reason", reason)}
+	if err := s.removePair(v.e.ID); err != nil {
+		s.log.Error("Failed to discard pending upload", append(fields, zap.Error(err))...)
+		return false
+	}
+	s.mu.Lock()
+	s.removeLocked(v)
+	s.mu.Unlock()
+	s.log.Warn("Discarded pending upload", fields...)
+	return true
+}
+
+// removePair removes <id>.json, which ends the entry, then <id>.bin. The folder is not fsync'd: a
+// removal lost in a crash only brings the entry back, and its upload is then answered 409.
+func (s *Store) removePair(id string) error {
+	if err := removeIfExists(s.path(id + ".json")); err != nil {
+		return err
+	}
+	return removeIfExists(s.path(binName(id)))
+}
+
+// rewriteMeta atomically rewrites <id>.json, leaving the folder's fsync to the caller: temp file,
+// fsync, rename.
+func (s *Store) rewriteMeta(m Meta) error {
+	data, err := encodeMeta(m)
+	if err != nil {
+		return fmt.Errorf("encode metadata: %w", err)
+	}
+	tmp, err := s.writeTempBytes(s.dir, data)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.path(m.ID+".json")); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("rename temp file: %w", err)
+	}
+	return nil
+}
+
+// writeMeta atomically rewrites <id>.json.
+func (s *Store) writeMeta(m Meta) error {
+	data, err := encodeMeta(m)
+	if err != nil {
+		return fmt.Errorf("encode metadata: %w", err)
+	}
+	return s.replaceFile(s.dir, m.ID+".json", data)
+}
+
+// logSaveError logs a failed commit; the proxy carries on, so the log is the record.
+func (s *Store) logSaveError(key string, err error) {
+	if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrReadOnly) {
+		return
+	}
+	s.log.Error("Failed to save pending upload", zap.String("key", key), zap.Error(err))
+}
