@@ -116,8 +116,8 @@ func (p *Pipeline) draft(c *capture) *pending.Draft {
 	defer c.release()
 	// Check the names with a stand-in hash and size; the real ones come from the bytes.
 	if _, err := NewAsset(c.urlPath, 1, zeroHash); err != nil {
-		p.stats.skipped.Add(1)
-		p.log.Debug("capture is not an asset", zap.String("path", c.urlPath), zap.Error(err))
+		p.stats.shed.Add(1)
+		p.log.Warn("capture not committed", zap.String("path", c.urlPath), zap.Error(err))
 		return nil
 	}
 	if c.encoding == "" && c.bufp != nil && c.hash == "" {

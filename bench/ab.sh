@@ -15,7 +15,9 @@
 # the docs.
 #
 # Knobs (environment): BENCH_A_REV (HEAD), BENCH_CASE (distinct: a new asset every request;
-# same: one asset repeated), BENCH_ROUNDS (6), BENCH_DURATION (5s), BENCH_CONNS (16).
+# same: one asset repeated; gamestart: a game's start, GAME_START_ASSETS distinct assets of the
+# game's sizes over GAME_START_CONNS connections, timed to the last byte), BENCH_ROUNDS (6),
+# BENCH_DURATION (5s), BENCH_CONNS (16).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -24,6 +26,16 @@ CASE=${BENCH_CASE:-distinct}
 ROUNDS=${BENCH_ROUNDS:-6}
 DURATION=${BENCH_DURATION:-5s}
 CONNS=${BENCH_CONNS:-16}
+# load ROUND_ID: loadgen's flags for the case (the URL names a run of its own, so that every
+# run's assets are new to every proxy).
+load() {
+  case $CASE in
+  same) echo "-c $CONNS -d $DURATION -size $ASSET_SIZE -url https://$GAME_HOST/kcs2/img/same/asset.png" ;;
+  distinct) echo "-c $CONNS -d $DURATION -size $ASSET_SIZE -url https://$GAME_HOST/kcs2/img/d/$1/{n}.png" ;;
+  gamestart) echo "-c $GAME_START_CONNS -d 0 -n $GAME_START_ASSETS -url https://$GAME_HOST/kcs2/img/gs/$1/{n}.png" ;;
+  *) die "BENCH_CASE=$CASE: want same, distinct or gamestart" ;;
+  esac
+}
 CLK_TCK=$(getconf CLK_TCK)
 
 stage_two_builds ab "$A_REV"
@@ -44,10 +56,6 @@ variant() {
 }
 
 
-url() {
-  if [ "$CASE" = same ]; then echo "https://$GAME_HOST/kcs2/img/same/asset.png"; else echo "https://$GAME_HOST/kcs2/img/d/$1/{n}.png"; fi
-}
-
 for v in goproxy A B; do # warm each proxy: leaf, connection pools
   read -r _ port ca _ <<<"$(variant "$v")"
   "$WORK/bin/loadgen" -proxy "127.0.0.1:$port" -ca "$ca" -c 64 -n 2000 -url "https://$GAME_HOST/kcs2/img/same/asset.png" >/dev/null
@@ -60,14 +68,18 @@ for ((r = 1; r <= ROUNDS; r++)); do
     v=${vs[(i + r) % 3]}
     read -r pid port ca bin conf data ctl <<<"$(variant "$v")"
     c0=$(cpu_ticks "$pid")
-    "$WORK/bin/loadgen" -proxy "127.0.0.1:$port" -ca "$ca" -c "$CONNS" -d "$DURATION" -size "$ASSET_SIZE" \
-      -url "$(url "r$r-$v-$RANDOM")" >"$WORK/loadgen.out"
+    # shellcheck disable=SC2046 # load's flags are words
+    "$WORK/bin/loadgen" -proxy "127.0.0.1:$port" -ca "$ca" $(load "r$r-$v-$RANDOM") >"$WORK/loadgen.out"
     c1=$(cpu_ticks "$pid")
     line=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
-print("round %s %s rps=%.0f p99_ms=%.2f cpu_us_per_req=%.0f" % (sys.argv[2], sys.argv[3], r["rps"], r["p99_ms"],
+print("round %s %s rps=%.0f p99_ms=%.2f seconds=%.3f errors=%d cpu_us_per_req=%.0f" % (sys.argv[2], sys.argv[3], r["rps"], r["p99_ms"], r["seconds"], r["errors"],
       (int(sys.argv[4]) / int(sys.argv[5]) * 1e6) / max(r["requests"], 1)))' "$WORK/loadgen.out" "$r" "$v" "$((c1 - c0))" "$CLK_TCK")
+    if [ "$bin" != - ]; then
+      settle_copy "$bin" "$conf" "$data" "$ctl"
+      m=$(curl -sf --max-time 10 -H "Authorization: Bearer $(cat "$data/control.token")" "http://127.0.0.1:$ctl/metrics")
+      line="$line shed_total=$(metric fusou_captures_shed_total <<<"$m")/$(metric fusou_captures_total <<<"$m")"
+    fi
     echo "$line" | tee -a "$RESULTS"
-    [ "$bin" != - ] && settle_copy "$bin" "$conf" "$data" "$ctl"
   done
 done
 
@@ -75,14 +87,18 @@ python3 - "$RESULTS" <<'EOF'
 import collections, re, statistics, sys
 runs = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
-    m = re.match(r"round (\d+) (\S+) rps=(\d+) p99_ms=(\S+) cpu_us_per_req=(\d+)", line)
+    m = re.match(r"round (\d+) (\S+) rps=(\d+) p99_ms=(\S+) seconds=(\S+) errors=(\d+) cpu_us_per_req=(\d+)", line)
     if m:
-        runs[int(m[1])][m[2]] = (int(m[3]), float(m[4]), int(m[5]))
+        runs[int(m[1])][m[2]] = (int(m[3]), float(m[4]), float(m[5]), int(m[6]), int(m[7]))
 for v in ("A", "B"):
     rate = [runs[r][v][0] / runs[r]["goproxy"][0] for r in sorted(runs)]
     p99 = [runs[r][v][1] / runs[r]["goproxy"][1] for r in sorted(runs)]
-    cpu = [runs[r][v][2] for r in sorted(runs)]
-    print("%s / goproxy req/s: %s, median %.2f; p99 median %.2f; CPU us/req median %.0f" % (
-        v, " ".join("%.2f" % x for x in rate), statistics.median(rate), statistics.median(p99), statistics.median(cpu)))
-print("goproxy CPU us/req median %.0f" % statistics.median(runs[r]["goproxy"][2] for r in runs))
+    secs = [runs[r][v][2] / runs[r]["goproxy"][2] for r in sorted(runs)]
+    cpu = [runs[r][v][4] for r in sorted(runs)]
+    errors = sum(runs[r][v][3] for r in runs)
+    print("%s / goproxy req/s: %s, median %.2f; p99 median %.2f; total time %s, median %.3f; CPU us/req median %.0f; errors %d" % (
+        v, " ".join("%.2f" % x for x in rate), statistics.median(rate), statistics.median(p99),
+        " ".join("%.3f" % x for x in secs), statistics.median(secs), statistics.median(cpu), errors))
+print("goproxy CPU us/req median %.0f; total time median %.3f s" % (
+    statistics.median(runs[r]["goproxy"][4] for r in runs), statistics.median(runs[r]["goproxy"][2] for r in runs)))
 EOF

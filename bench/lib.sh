@@ -108,8 +108,32 @@ make_assets() {
   for ((i = 0; i < BASE_ASSETS; i++)); do
     head -c "$ASSET_SIZE" /dev/urandom >"$WORK/www/kcs2/img/base/$(printf %02d "$i").png"
   done
+  make_game_start_assets "$WORK/www/kcs2/img/gsbase"
   chmod -R a+rX "$WORK/www"
   chmod 755 "$WORK" # nginx workers run as nobody
+}
+
+# GAME_START_ASSETS is the size of a game start: the distinct assets a browser fetches when the
+# game loads, over GAME_START_CONNS connections (a browser's limit per host).
+GAME_START_ASSETS=600
+GAME_START_CONNS=6
+
+# make_game_start_assets DIR writes the bodies of a game start, 00000001.png and on (a few more
+# than GAME_START_ASSETS, for loadgen's warm-up requests), sized like the game's: one in ten
+# 1-10 KB, three in four 10-100 KB, the rest 100-500 KB, log-uniform within each band, from a
+# fixed seed so every run has the same sizes. /kcs2/img/gs/<run>/<n>.png serves DIR/<n>.png.
+make_game_start_assets() {
+  mkdir -p "$1"
+  python3 - "$1" "$((GAME_START_ASSETS + 20))" <<'PY'
+import os, random, sys
+rng = random.Random(600)
+for n in range(1, int(sys.argv[2]) + 1):
+    u = rng.random()
+    lo, hi = (1e3, 1e4) if u < 0.1 else (1e4, 1e5) if u < 0.85 else (1e5, 5e5)
+    size = int(lo * (hi / lo) ** rng.random())
+    with open(os.path.join(sys.argv[1], "%08d.png" % n), "wb") as f:
+        f.write(os.urandom(size))
+PY
 }
 
 # start_nginx sets NGINX_PORT. HTTP/1.1 only, keep-alive without a request limit, no
@@ -144,6 +168,10 @@ http {
     root $WORK/www;
     location /kcs2/img/d/ {
       rewrite "^/kcs2/img/d/[^/]+/[0-9]*([0-9][0-9])\.png\$" /kcs2/img/base/\$1.png last;
+      return 404;
+    }
+    location /kcs2/img/gs/ {
+      rewrite "^/kcs2/img/gs/[^/]+/([0-9]+)\.png\$" /kcs2/img/gsbase/\$1.png last;
       return 404;
     }
     location /kcs2/img/dbig/ {

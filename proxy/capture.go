@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -9,10 +10,6 @@ import (
 
 	"go.uber.org/zap"
 )
-
-// DefaultMaxAssetBytes is the largest body captured when CaptureRules.MaxAssetBytes is not
-// set: 200 MiB, the asset-sync server's limit (SPEC §3).
-const DefaultMaxAssetBytes int64 = 200 << 20
 
 // CaptureRules are the proxy's half of the capture conditions (SPEC §4). The Sink applies
 // the rest (e.g. skipped extensions). The zero value captures nothing.
@@ -23,18 +20,18 @@ type CaptureRules struct {
 	PathPrefixes []string
 	// SkipPathPrefixes: a captured URL path starts with none of these.
 	SkipPathPrefixes []string
-	// MaxAssetBytes caps a capture; a larger body streams to the client uncaptured.
-	// Zero or less means DefaultMaxAssetBytes.
+	// MaxAssetBytes caps a capture (proxy.capture.max_asset_bytes); a larger body streams to
+	// the client uncaptured. Zero or less means no cap.
 	MaxAssetBytes int64
 }
 
-// normalized returns a copy that shares no slices with r, with defaults applied, so that a
+// normalized returns a copy that shares no slices with r, MaxInt64 standing for no cap, so that a
 // caller changing its slices after SetCapture cannot race with traffic.
 func (r CaptureRules) normalized() *CaptureRules {
 	r.PathPrefixes = slices.Clone(r.PathPrefixes)
 	r.SkipPathPrefixes = slices.Clone(r.SkipPathPrefixes)
 	if r.MaxAssetBytes <= 0 {
-		r.MaxAssetBytes = DefaultMaxAssetBytes
+		r.MaxAssetBytes = math.MaxInt64
 	}
 	return &r
 }

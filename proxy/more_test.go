@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -241,11 +242,10 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("zero Options: %v", err)
 	}
-	if r := p.rules.Load(); r.Enable || r.MaxAssetBytes != DefaultMaxAssetBytes {
+	if r := p.rules.Load(); r.Enable || r.MaxAssetBytes != math.MaxInt64 {
 		t.Errorf("zero Options rules %+v", r)
 	}
 }
-
 
 func TestMatchHost(t *testing.T) {
 	domains := []string{"kancolle-server.com", ".Example.ORG."}
