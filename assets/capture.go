@@ -24,12 +24,12 @@ import (
 // but for the largest few, so that a repeated one is recognised and dropped without touching
 // the disk. A longer body is written to a pending draft as it streams.
 const (
-	minBuffer     = 64 << 10
+	minBuffer     = 16 << 10
 	maxMemoryBody = 1 << 20
 )
 
 // bufferPools[i] holds buffers for bodies of up to minBuffer<<i bytes, up to maxMemoryBody.
-var bufferPools [5]sync.Pool
+var bufferPools [7]sync.Pool
 
 // getBuffer returns an empty pooled buffer with room for at least size bytes (at most
 // maxMemoryBody).
@@ -147,7 +147,7 @@ func (c *Capture) spill(b []byte) error {
 	if err != nil {
 		return err
 	}
-	c.draft, c.out = d, bufio.NewWriterSize(d, minBuffer)
+	c.draft, c.out = d, bufio.NewWriterSize(d, 64<<10)
 	if c.encoding == "" {
 		c.sum = sha256.New()
 	}
@@ -236,8 +236,12 @@ func (p *Pipeline) enqueue(c *capture) {
 	}
 }
 
-// maxQueuedBytes bounds the memory of the bodies waiting for the committer.
-const maxQueuedBytes = 64 << 20
+// The commit queue holds at most maxQueued captures and maxQueuedBytes of their bodies: a game
+// start (a few hundred new assets, 40 MB or so) several times over.
+const (
+	maxQueued      = 4096
+	maxQueuedBytes = 192 << 20
+)
 
 // shed counts and logs a capture dropped for why, and releases it.
 func (p *Pipeline) shed(c *capture, why string) {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/andybalholm/brotli"
 	"go.uber.org/zap"
@@ -21,53 +22,85 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/pending"
 )
 
-// maxBatch bounds the captures committed together: one folder fsync for up to this many.
-const maxBatch = 64
+// The committer yields to the game as the uploads do (pace.go): while captures stream in fast
+// it holds what is queued for up to maxHold, then writes it all in one batch; it makes the
+// written entries durable (Store.Sync, an fsync per file) once the traffic is quiet, or when
+// maxUnsynced wait. A game start is a burst of hundreds of new assets in a fraction of a second
+// on a fast link: they are written just after it and synced after that, rather than compete for
+// the CPU with the responses the player waits for. A capture is on disk, safe from a crash of
+// the process, within maxHold and a batch's writes.
+const (
+	maxHold     = 300 * time.Millisecond
+	maxUnsynced = 4096
+	// syncCheckEvery is how often the committer looks whether the traffic went quiet.
+	syncCheckEvery = 50 * time.Millisecond
+)
 
-// committer owns the commits: it takes the finished captures in batches, as many as are
-// waiting, and commits each batch to the store at once. At shutdown it commits what is still
-// queued, then returns.
+// committer owns the commits. At shutdown it commits and syncs what is still queued, then
+// returns.
 func (p *Pipeline) committer(ctx context.Context) {
 	defer p.wg.Done()
+	tick := time.NewTicker(syncCheckEvery)
+	defer tick.Stop()
 	for {
-		var first *capture
 		select {
-		case first = <-p.commits:
-		case <-ctx.Done():
-			for len(p.commits) > 0 {
-				p.commitBatch(p.gather(<-p.commits))
+		case first := <-p.commits:
+			p.hold(ctx, time.Now())
+			p.commitBatch(append([]*capture{first}, p.drain()...))
+			if p.quiet() || p.store.Unsynced() >= maxUnsynced {
+				p.sync()
 			}
+		case <-tick.C:
+			if p.quiet() && p.store.Unsynced() > 0 {
+				p.sync()
+			}
+		case <-ctx.Done():
+			p.commitBatch(p.drain())
+			p.sync()
 			return
 		}
-		p.commitBatch(p.gather(first))
 	}
 }
 
-// gather returns first and the captures queued behind it, up to maxBatch.
-func (p *Pipeline) gather(first *capture) []*capture {
-	batch := []*capture{first}
-	for len(batch) < maxBatch {
+// hold waits, while captures stream in fast, until maxHold has passed since from or the queue
+// is three quarters full.
+func (p *Pipeline) hold(ctx context.Context, from time.Time) {
+	for !p.quiet() && time.Since(from) < maxHold &&
+		len(p.commits) < cap(p.commits)*3/4 && p.queuedBytes.Load() < maxQueuedBytes*3/4 {
 		select {
-		case c := <-p.commits:
-			batch = append(batch, c)
-		default:
-			return batch
+		case <-ctx.Done():
+			return
+		case <-time.After(min(syncCheckEvery, maxHold-time.Since(from))):
 		}
 	}
-	return batch
 }
 
-// commitBatch turns a batch of captures into pending entries and queues their uploads. Each
-// capture is hashed (and decoded) into a draft first, in parallel, and dropped if the pipeline
-// has it; the drafts are then committed together.
+// quiet reports whether captures have stopped streaming in fast (pace.go).
+func (p *Pipeline) quiet() bool {
+	return time.Since(time.Unix(0, p.captures.lastBusy())) >= quietAfter
+}
+
+// drain takes every capture queued now.
+func (p *Pipeline) drain() []*capture {
+	var out []*capture
+	for {
+		select {
+		case c := <-p.commits:
+			out = append(out, c)
+		default:
+			return out
+		}
+	}
+}
+
+// commitBatch writes a batch of captures to the store as entries, not yet synced. Each is
+// hashed (and decoded) into a draft first, in parallel, and dropped if the pipeline has it.
 func (p *Pipeline) commitBatch(batch []*capture) {
 	drafts := make([]*pending.Draft, len(batch))
-	prints := make([]bodyPrint, len(batch))
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
 	for i, c := range batch {
 		p.queuedBytes.Add(-c.memory())
-		prints[i] = c.print
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -76,11 +109,11 @@ func (p *Pipeline) commitBatch(batch []*capture) {
 	}
 	wg.Wait()
 	var ready []*pending.Draft
-	var readyPrints []bodyPrint
+	var prints []bodyPrint
 	for i, d := range drafts {
 		if d != nil {
 			ready = append(ready, d)
-			readyPrints = append(readyPrints, prints[i])
+			prints = append(prints, batch[i].print)
 		}
 	}
 	for i, r := range p.store.Commit(ready) {
@@ -92,11 +125,20 @@ func (p *Pipeline) commitBatch(batch []*capture) {
 			p.stats.known.Add(1)
 		default:
 			p.stats.committed.Add(1)
-			p.queueUpload(r.Entry.ID)
 		}
-		if pr := readyPrints[i]; pr.size > 0 {
-			p.prints.add(pr, assetID{hash: r.Entry.Context.ContentHash, size: r.Entry.Context.FileSize})
-		}
+		p.remember(prints[i], assetID{hash: r.Entry.Context.ContentHash, size: r.Entry.Context.FileSize})
+	}
+}
+
+// sync makes the written entries durable and hands them to the upload workers.
+func (p *Pipeline) sync() {
+	entries, err := p.store.Sync()
+	if err != nil {
+		p.log.Error("Failed to sync pending uploads; trying again shortly", zap.Error(err))
+		return
+	}
+	for _, e := range entries {
+		p.queueUpload(e.ID)
 	}
 }
 

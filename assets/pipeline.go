@@ -40,8 +40,8 @@ type PipelineOptions struct {
 	Endpoint string
 	// Workers is the number of live uploads at once (asset_sync.workers); at least 1.
 	Workers int
-	// QueueSize bounds the captures waiting for their commit and the entries waiting for a
-	// worker (asset_sync.queue_size); at least 1.
+	// QueueSize bounds the committed entries waiting for a worker (asset_sync.queue_size); at
+	// least 1. Beyond it they wait in the store for a retry pass.
 	QueueSize int
 	// MaxAssetBytes bounds a decoded body (proxy.capture.max_asset_bytes); at least 1.
 	MaxAssetBytes int64
@@ -95,7 +95,7 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 	}
 	p := &Pipeline{
 		o: o, log: o.Logger, store: o.Store, index: o.Index,
-		commits:   make(chan *capture, o.QueueSize),
+		commits:   make(chan *capture, maxQueued),
 		uploads:   make(chan string, o.QueueSize),
 		printSeed: maphash.MakeSeed(),
 	}

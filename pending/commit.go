@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync"
 
@@ -13,10 +14,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// A Draft is a new entry's bytes being written: a temp file in the store folder, so that its
-// commit is a rename. The caller writes the bytes, fills in Context (complete, with the hash of
-// the bytes), TargetURL and Headers, and hands it to Commit; or drops it with Discard.
+// A Draft is a new entry's bytes being written, as <id>.bin in the store folder (a .bin without
+// its .json is no entry yet; Open removes one a crash left, after a minute). The caller writes
+// the bytes, fills in Context (complete, with the hash of the bytes), TargetURL and Headers, and
+// hands it to Commit; or drops it with Discard.
 type Draft struct {
+	id   string
 	w    tempFile
 	size int64
 
@@ -34,11 +37,12 @@ func (s *Store) NewDraft() (*Draft, error) {
 		return nil, fmt.Errorf("new draft: %w", err)
 	}
 	defer s.life.RUnlock()
-	f, err := os.CreateTemp(s.dir, tempPrefix+"*.bin") // 0600, the mode of every store file
+	id := uuid.NewString()
+	f, err := os.OpenFile(s.path(binName(id)), os.O_RDWR|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
-		return nil, fmt.Errorf("create temp file: %w", err)
+		return nil, fmt.Errorf("create draft: %w", err)
 	}
-	return &Draft{w: s.fs.Wrap(f), meta: Meta{CreatedAt: s.opts.Now().Unix()}, evict: true}, nil
+	return &Draft{id: id, w: s.fs.Wrap(f), meta: Meta{CreatedAt: s.opts.Now().Unix()}, evict: true}, nil
 }
 
 // Write appends b to the draft's bytes.
@@ -69,15 +73,14 @@ type Committed struct {
 	Err     error
 }
 
-// maxParallelSyncs bounds the drafts of one Commit flushed at once.
-const maxParallelSyncs = 16
-
-// Commit turns drafts into entries as one batch (SPEC §6): each .bin is fsync'd and its .json
-// written and fsync'd beside it as a temp file, the flushes of the batch running at once (the
-// disk serves concurrent flushes together); then each .bin and .json is renamed into place (the
-// .json's rename commits the entry) and one fsync of the folder makes the batch's renames
-// durable. Every draft is used up: committed, or removed with its error in the result. A draft
-// whose (key, hash) an entry already holds is dropped with Created false. When the store is at
+// Commit turns drafts into entries, in two steps that SPEC §6's commit is split into. Here, each
+// draft's .json is written beside its .bin (to a temp file, renamed into place), without an
+// fsync: from now on a crash of the process loses nothing, since the kernel has the bytes, and a
+// later capture of the same asset is recognised. Sync then makes the entries durable against a
+// power cut, and only synced entries are listed for upload.
+//
+// Every draft is used up: committed, or removed with its error in the result. A draft whose
+// (key, hash) an entry already holds is dropped with Created false. When the store is at
 // MaxFiles or MaxBytes, the oldest entries are evicted first, each logged.
 func (s *Store) Commit(drafts []*Draft) []Committed {
 	out := make([]Committed, len(drafts))
@@ -89,168 +92,153 @@ func (s *Store) Commit(drafts []*Draft) []Committed {
 		return out
 	}
 	defer s.life.RUnlock()
-
-	var batch []*staged
 	for i, d := range drafts {
-		st, dup, err := s.stage(d)
-		switch {
-		case err != nil:
+		out[i] = s.commitOne(d)
+		if out[i].Err != nil {
 			d.Discard()
-			out[i].Err = fmt.Errorf("commit %s: %w", d.Context.Key, err)
 			s.logSaveError(d.Context.Key, out[i].Err)
-		case dup != nil:
-			d.Discard()
-			out[i].Entry = dup.snapshotSafe(s)
-		default:
-			st.slot = i
-			batch = append(batch, st)
 		}
-	}
-	s.flush(batch)
-	s.place(batch)
-	if len(batch) > 0 {
-		if err := s.fs.SyncDir(s.dir); err != nil {
-			// The entries may or may not survive a crash now; take them back so that the
-			// caller's view (not saved) is the truth.
-			for _, st := range batch {
-				if st.err == nil {
-					st.undo()
-					st.err = fmt.Errorf("sync folder: %w", err)
-				}
-			}
-		}
-	}
-	for _, st := range batch {
-		out[st.slot] = s.finish(st)
 	}
 	return out
 }
 
-// staged is a draft on its way into the store.
-type staged struct {
-	d       *Draft
-	slot    int // its index in Commit's drafts
-	meta    Meta
-	data    []byte // the encoded .json
-	tmpJSON string
-	placed  []string // the files place renamed into the store
-	release func()
-	err     error
-}
-
-// stage checks a draft and claims its (key, hash); dup is the entry that already holds it.
-func (s *Store) stage(d *Draft) (_ *staged, dup *entry, err error) {
+// commitOne writes d's .json and indexes the entry, unsynced.
+func (s *Store) commitOne(d *Draft) Committed {
+	fail := func(err error) Committed { return Committed{Err: fmt.Errorf("commit %s: %w", d.Context.Key, err)} }
+	if err := d.w.Close(); err != nil {
+		return fail(fmt.Errorf("close draft: %w", err))
+	}
 	if err := checkContext(d.Context); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return fail(fmt.Errorf("%w: %v", ErrInvalid, err))
 	}
 	if d.size != d.Context.FileSize {
-		return nil, nil, fmt.Errorf("%w: %d bytes written, context says %d", ErrMismatch, d.size, d.Context.FileSize)
+		return fail(fmt.Errorf("%w: %d bytes written, context says %d", ErrMismatch, d.size, d.Context.FileSize))
 	}
 	dup, release := s.reserve(d.Context.Key, d.Context.ContentHash)
 	if dup != nil {
-		return nil, dup, nil
+		_ = os.Remove(d.w.Name())
+		return Committed{Entry: dup.snapshotSafe(s)}
 	}
+	defer release()
 	m := d.meta
-	m.ID, m.TargetURL, m.Headers = uuid.NewString(), d.TargetURL, d.Headers
-	if m, err = s.currentMeta(m, d.Context); err == nil {
-		var data []byte
-		if data, err = encodeMeta(m); err == nil && len(data) > maxMetaBytes {
-			err = fmt.Errorf("%w: metadata is %d bytes, over the %d byte limit", ErrInvalid, len(data), maxMetaBytes)
-		}
-		if err == nil {
-			return &staged{d: d, meta: m, data: data, release: release}, nil, nil
-		}
+	m.ID, m.TargetURL, m.Headers = d.id, d.TargetURL, d.Headers
+	m, err := s.currentMeta(m, d.Context)
+	var data []byte
+	if err == nil {
+		data, err = encodeMeta(m)
 	}
-	release()
-	return nil, nil, err
-}
-
-// flush makes every staged draft's .bin and .json temp file durable, at most maxParallelSyncs at
-// once.
-func (s *Store) flush(batch []*staged) {
-	sem := make(chan struct{}, maxParallelSyncs)
-	var wg sync.WaitGroup
-	for _, st := range batch {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			st.err = s.flushOne(st)
-		})
+	switch {
+	case err != nil:
+		return fail(fmt.Errorf("encode metadata: %w", err))
+	case len(data) > maxMetaBytes:
+		return fail(fmt.Errorf("%w: metadata is %d bytes, over the %d byte limit", ErrInvalid, len(data), maxMetaBytes))
 	}
-	wg.Wait()
-}
-
-func (s *Store) flushOne(st *staged) error {
-	w := st.d.w
-	if err := w.Sync(); err != nil {
-		return fmt.Errorf("sync temp file: %w", err)
+	if err := s.makeRoom(d.size, d.evict); err != nil {
+		return fail(err)
 	}
-	if err := w.Close(); err != nil {
-		return fmt.Errorf("close temp file: %w", err)
-	}
-	tmp, err := s.writeTempBytes(s.dir, st.data)
-	st.tmpJSON = tmp
-	return err
-}
-
-// place renames each flushed draft's files into place, .bin first, having made room for it.
-func (s *Store) place(batch []*staged) {
-	for _, st := range batch {
-		if st.err == nil {
-			st.err = s.placeOne(st)
+	defer s.unreserveRoom(d.size)
+	tmp, err := s.writeTempBytes(s.dir, data, false)
+	if err == nil {
+		if err = os.Rename(tmp, s.path(d.id+".json")); err != nil {
+			_ = os.Remove(tmp)
+			err = fmt.Errorf("rename .json: %w", err)
 		}
 	}
-}
-
-func (s *Store) placeOne(st *staged) error {
-	size := st.d.Context.FileSize
-	if err := s.makeRoom(size, st.d.evict); err != nil {
-		return err
+	if err != nil {
+		return fail(err)
 	}
-	defer s.unreserveRoom(size)
-	id := st.meta.ID
-	if err := os.Rename(st.d.w.Name(), s.path(binName(id))); err != nil {
-		return fmt.Errorf("rename .bin: %w", err)
-	}
-	st.placed = append(st.placed, s.path(binName(id)))
-	if err := os.Rename(st.tmpJSON, s.path(id+".json")); err != nil {
-		return fmt.Errorf("rename .json: %w", err)
-	}
-	st.placed = append(st.placed, s.path(id+".json"))
-	return nil
-}
-
-// undo removes what the commit of st left: its temp files and what place renamed.
-func (st *staged) undo() {
-	st.d.Discard()
-	if st.tmpJSON != "" {
-		_ = os.Remove(st.tmpJSON)
-	}
-	for _, p := range st.placed {
-		_ = os.Remove(p)
-	}
-	st.placed = nil
-}
-
-// finish indexes a committed draft, or clears up after a failed one, and ends its claim.
-func (s *Store) finish(st *staged) Committed {
-	defer st.release()
-	if st.err != nil {
-		st.undo()
-		err := fmt.Errorf("commit %s: %w", st.d.Context.Key, st.err)
-		s.logSaveError(st.d.Context.Key, err)
-		return Committed{Err: err}
-	}
-	e := &entry{e: Entry{Meta: st.meta, Context: st.d.Context}}
+	e := &entry{e: Entry{Meta: m, Context: d.Context}, unsynced: true}
 	s.mu.Lock()
 	s.insertLocked(e)
+	s.unsynced = append(s.unsynced, e)
 	out := e.snapshot()
 	s.mu.Unlock()
 	return Committed{Entry: out, Created: true}
 }
 
-// Save commits the bytes read from body as a new entry and returns it with created=true: a draft
-// and a Commit of one. The bytes are streamed to disk, never held whole in memory.
+// maxParallelSyncs bounds the files Sync flushes at once.
+const maxParallelSyncs = 16
+
+// Sync makes every entry Commit wrote since the last Sync durable: each .bin and .json is
+// fsync'd, the flushes running at once (the disk serves concurrent flushes together), then one
+// fsync of the folder makes their names durable. It returns those entries, now listed for
+// upload. On a failure the entries stay unsynced, for the next Sync.
+func (s *Store) Sync() ([]Entry, error) {
+	if err := s.begin(true); err != nil {
+		return nil, fmt.Errorf("sync: %w", err)
+	}
+	defer s.life.RUnlock()
+	s.syncMu.Lock() // one Sync at a time, so that a failed one's entries are not lost to another
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	batch := s.unsynced
+	s.unsynced = nil
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return nil, nil
+	}
+	err := s.syncFiles(batch)
+	if err == nil {
+		if err = s.fs.SyncDir(s.dir); err != nil {
+			err = fmt.Errorf("sync folder: %w", err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.unsynced = append(batch, s.unsynced...)
+		return nil, err
+	}
+	var out []Entry
+	for _, e := range batch {
+		e.unsynced = false
+		if !e.gone {
+			out = append(out, e.snapshot())
+		}
+	}
+	return out, nil
+}
+
+// syncFiles fsyncs the .bin and .json of every entry of batch still in the store, at most
+// maxParallelSyncs at once, and returns the first error.
+func (s *Store) syncFiles(batch []*entry) error {
+	sem := make(chan struct{}, maxParallelSyncs)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for _, e := range batch {
+		for _, name := range []string{binName(e.e.ID), e.e.ID + ".json"} {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				err := s.fs.SyncFile(s.path(name))
+				if err != nil && !errors.Is(err, fs.ErrNotExist) { // gone: deleted meanwhile
+					select {
+					case errs <- fmt.Errorf("sync %s: %w", name, err):
+					default:
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// Unsynced returns the number of entries Commit wrote that no Sync has made durable yet.
+func (s *Store) Unsynced() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.unsynced)
+}
+
+// Save commits the bytes read from body as a new entry, durably, and returns it with
+// created=true: a draft, a Commit of one and a Sync. The bytes are streamed to disk, never held
+// whole in memory.
 //
 // If c.ContentHash is set, the bytes must match it and c.FileSize (else ErrMismatch), and when an
 // entry already holds (c.Key, c.ContentHash) that entry is returned with created=false without
@@ -300,7 +288,15 @@ func (s *Store) save(c Context, tmpl Meta, body io.Reader, evict bool) (Entry, b
 		d.meta.CreatedAt = tmpl.CreatedAt
 	}
 	r := s.Commit([]*Draft{d})[0]
-	return r.Entry, r.Created, r.Err
+	if r.Err != nil || !r.Created {
+		return r.Entry, r.Created, r.Err
+	}
+	if _, err := s.Sync(); err != nil {
+		err = fmt.Errorf("save %s: %w", c.Key, err)
+		s.logSaveError(c.Key, err)
+		return Entry{}, false, err
+	}
+	return r.Entry, true, nil
 }
 
 // holder returns the entry holding (key, hash), or nil.
@@ -438,7 +434,7 @@ func (s *Store) rewriteMeta(m Meta) error {
 	if err != nil {
 		return fmt.Errorf("encode metadata: %w", err)
 	}
-	tmp, err := s.writeTempBytes(s.dir, data)
+	tmp, err := s.writeTempBytes(s.dir, data, true)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 type fileSystem interface {
 	// Wrap returns the temp file f, which the store opened, as the store is to write it.
 	Wrap(f *os.File) tempFile
+	SyncFile(path string) error
 	SyncDir(dir string) error
 }
 
@@ -32,22 +33,33 @@ func (osFS) Wrap(f *os.File) tempFile { return f }
 
 func (osFS) SyncDir(dir string) error { return syncDir(dir) }
 
-// writeTempBytes writes data (a .json) to a new temp file in dir, fsyncs and closes it, and
-// returns its path. On failure nothing is left behind.
-func (s *Store) writeTempBytes(dir string, data []byte) (string, error) {
+// SyncFile fsyncs the file at path. Windows flushes only a handle open for writing.
+func (osFS) SyncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// writeTempBytes writes data (a .json) to a new temp file in dir, fsyncs it if sync is set,
+// closes it and returns its path. On failure nothing is left behind.
+func (s *Store) writeTempBytes(dir string, data []byte, sync bool) (string, error) {
 	tf, err := os.CreateTemp(dir, tempPrefix+"*.json") // 0600, the mode of every store file
 	if err != nil {
 		return "", fmt.Errorf("create temp file: %w", err)
 	}
 	f := s.fs.Wrap(tf)
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-		if err != nil {
+	if _, err = f.Write(data); err != nil {
+		err = fmt.Errorf("write temp file: %w", err)
+	} else if sync {
+		if err = f.Sync(); err != nil {
 			err = fmt.Errorf("sync temp file: %w", err)
 		}
-	} else {
-		err = fmt.Errorf("write temp file: %w", err)
 	}
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close temp file: %w", cerr)
@@ -61,7 +73,7 @@ func (s *Store) writeTempBytes(dir string, data []byte) (string, error) {
 
 // replaceFile atomically replaces dir/name with data: temp file, fsync, rename, fsync dir.
 func (s *Store) replaceFile(dir, name string, data []byte) error {
-	tmp, err := s.writeTempBytes(dir, data)
+	tmp, err := s.writeTempBytes(dir, data, true)
 	if err != nil {
 		return err
 	}

@@ -114,6 +114,10 @@ type Store struct {
 	reservedBytes int64
 	// unsupported are the entries that are not assets (Entry.Unsupported), oldest first.
 	unsupported []Entry
+	// unsynced are the entries Commit wrote and no Sync has made durable yet; syncMu
+	// serialises Sync.
+	unsynced []*entry
+	syncMu   sync.Mutex
 }
 
 type keyHash struct{ key, hash string }
@@ -126,8 +130,9 @@ type entry struct {
 
 	// guarded by Store.mu
 	e    Entry
-	held bool // leased by TryHold
-	gone bool // removed from the index; its files are being or have been removed
+	held     bool // leased by TryHold
+	gone     bool // removed from the index; its files are being or have been removed
+	unsynced bool // written by Commit, not yet made durable by Sync: not listed for upload
 }
 
 func (e *entry) size() int64 { return e.e.Context.FileSize }
@@ -200,8 +205,15 @@ func holder(dir string) string {
 	return ""
 }
 
-// Close waits for calls in progress and releases the lock. Readers returned by Open stay usable.
+// Close makes the entries Commit wrote durable (Sync), waits for calls in progress and releases
+// the lock. Readers returned by Open stay usable.
 func (s *Store) Close() error {
+	var syncErr error
+	if !s.opts.ReadOnly {
+		if _, err := s.Sync(); err != nil && !errors.Is(err, ErrClosed) {
+			syncErr = fmt.Errorf("close: %w", err)
+		}
+	}
 	s.life.Lock()
 	defer s.life.Unlock()
 	if s.closed {
@@ -213,7 +225,7 @@ func (s *Store) Close() error {
 			return fmt.Errorf("close lock file: %w", err)
 		}
 	}
-	return nil
+	return syncErr
 }
 
 // Dir returns the store folder.
@@ -233,13 +245,14 @@ func (s *Store) begin(write bool) error {
 	return nil
 }
 
-// List returns every entry to upload, oldest first (created_at, then id). It reads only memory.
+// List returns every entry to upload, oldest first (created_at, then id): every entry but those
+// Commit wrote that no Sync has made durable yet. It reads only memory.
 func (s *Store) List() []Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]Entry, 0, len(s.byID))
 	for _, e := range s.order {
-		if !e.gone {
+		if !e.gone && !e.unsynced {
 			out = append(out, e.snapshot())
 		}
 	}
