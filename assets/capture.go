@@ -62,12 +62,11 @@ func putBuffer(bp *[]byte) {
 type Capture struct {
 	p        *Pipeline
 	urlPath  string
-	encoding string  // "" for identity, else gzip, deflate or br
-	bufp     *[]byte // pooled; nil once the body went to draft
+	encoding string // "" for identity, else gzip, deflate or br
+	body            // the body so far: in bufp until it outgrows it, then in draft
 	// grows reports whether the buffer may grow towards maxMemoryBody: not when
 	// Content-Length said the body is longer.
 	grows bool
-	draft *pending.Draft
 	out   *bufio.Writer // buffers the proxy's small writes to draft
 	sum   hash.Hash     // SHA-256 of an identity body written to draft
 	n     int64
@@ -100,7 +99,7 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Capture {
 	if cl > minBuffer && cl <= maxMemoryBody {
 		size = int(cl)
 	}
-	return &Capture{p: p, urlPath: req.URL.Path, encoding: enc, bufp: getBuffer(size), grows: cl <= maxMemoryBody}
+	return &Capture{p: p, urlPath: req.URL.Path, encoding: enc, body: body{bufp: getBuffer(size)}, grows: cl <= maxMemoryBody}
 }
 
 // extensionAllowed reports whether the extension of urlPath's last segment is in
@@ -177,16 +176,16 @@ func (c *Capture) Finish(complete bool) {
 		c.err = c.out.Flush()
 	}
 	if !complete || c.err != nil || c.n == 0 {
-		c.release()
+		c.body.release()
 		return
 	}
 	p.stats.captured.Add(1)
-	item := &capture{urlPath: c.urlPath, encoding: c.encoding, size: c.n, draft: c.draft}
+	item := &capture{urlPath: c.urlPath, encoding: c.encoding, size: c.n, body: c.body}
+	c.body = body{}
 	if c.sum != nil {
 		item.hash = hex.EncodeToString(c.sum.Sum(nil))
 	}
-	if c.bufp != nil {
-		item.bufp, c.bufp = c.bufp, nil
+	if item.bufp != nil {
 		item.print = p.printOf(c.encoding, *item.bufp)
 		if id, ok := p.prints.get(item.print); ok {
 			if p.has(c.urlPath, id) {
@@ -199,20 +198,7 @@ func (c *Capture) Finish(complete bool) {
 			}
 		}
 	}
-	c.draft = nil
 	p.enqueue(item)
-}
-
-// release gives back what an unfinished capture holds.
-func (c *Capture) release() {
-	if c.bufp != nil {
-		putBuffer(c.bufp)
-		c.bufp = nil
-	}
-	if c.draft != nil {
-		c.draft.Discard()
-		c.draft = nil
-	}
 }
 
 // enqueue hands a finished capture to the committer, or sheds it when the committer is
@@ -262,30 +248,35 @@ func (p *Pipeline) shed(c *capture, why string) {
 type capture struct {
 	urlPath  string
 	encoding string
-	size     int64          // of the body as it came over the wire
-	hash     string         // SHA-256 of an identity body, when already known
-	bufp     *[]byte        // the body in memory, or nil
-	draft    *pending.Draft // the body on disk, or nil
-	print    bodyPrint      // zero for a body on disk
+	size     int64  // of the body as it came over the wire
+	hash     string // SHA-256 of an identity body, when already known
+	body
+	print bodyPrint // zero for a body on disk
 }
 
-// memory returns the bytes of memory c holds.
-func (c *capture) memory() int64 {
-	if c.bufp == nil {
+// body is a captured body: in a pooled buffer, or written to a draft.
+type body struct {
+	bufp  *[]byte        // the body in memory, or nil
+	draft *pending.Draft // the body on disk, or nil
+}
+
+// memory returns the bytes of memory b holds.
+func (b *body) memory() int64 {
+	if b.bufp == nil {
 		return 0
 	}
-	return int64(cap(*c.bufp))
+	return int64(cap(*b.bufp))
 }
 
-// release gives back c's buffer and removes its draft, if it still has them.
-func (c *capture) release() {
-	if c.bufp != nil {
-		putBuffer(c.bufp)
-		c.bufp = nil
+// release gives back b's buffer and removes its draft, if it still has them.
+func (b *body) release() {
+	if b.bufp != nil {
+		putBuffer(b.bufp)
+		b.bufp = nil
 	}
-	if c.draft != nil {
-		c.draft.Discard()
-		c.draft = nil
+	if b.draft != nil {
+		b.draft.Discard()
+		b.draft = nil
 	}
 }
 
