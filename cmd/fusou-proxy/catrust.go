@@ -139,7 +139,7 @@ func printTrustResults(w io.Writer, ca truststore.CA, results []truststore.Resul
 		ok = ok || r.OK()
 	}
 	if !ok {
-		return errors.New("no trust store could be updated: run the commands shown above, or see \"Trust the CA\" in the README")
+		return errors.New("no trust store could be updated: see why above, or \"Trust the CA\" in the README")
 	}
 	return nil
 }

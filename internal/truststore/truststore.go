@@ -132,8 +132,7 @@ type store interface {
 
 // Install makes each selected store trust ca and returns one Result per store.
 func (e *Env) Install(ca CA, which Stores) []Result {
-	stores, results := e.stores(which)
-	for _, s := range stores {
+	return e.each(which, func(s store) Result {
 		r := Result{Store: s.name()}
 		present, err := s.trusts(ca)
 		switch {
@@ -148,9 +147,8 @@ func (e *Env) Install(ca CA, which Stores) []Result {
 				r.Outcome = Installed
 			}
 		}
-		results = append(results, r)
-	}
-	return results
+		return r
+	})
 }
 
 // addAndCheck adds ca to s, then checks rather than trusts the tool's exit status: certutil,
@@ -169,8 +167,7 @@ func addAndCheck(s store, ca CA) error {
 // Uninstall takes ca out of each selected store and returns one Result per store. Running it
 // again reports the stores as not present.
 func (e *Env) Uninstall(ca CA, which Stores) []Result {
-	stores, results := e.stores(which)
-	for _, s := range stores {
+	return e.each(which, func(s store) Result {
 		r := Result{Store: s.name()}
 		removed, err := s.remove(ca)
 		switch {
@@ -181,9 +178,8 @@ func (e *Env) Uninstall(ca CA, which Stores) []Result {
 		default:
 			r.Outcome = NotPresent
 		}
-		results = append(results, r)
-	}
-	return results
+		return r
+	})
 }
 
 func (r *Result) fail(err error, manual string) {
@@ -193,24 +189,25 @@ func (r *Result) fail(err error, manual string) {
 	}
 }
 
-// stores lists the selected stores found here; a selected store that cannot be used at all
-// (no certutil, no JAVA_HOME, an unknown OS) comes back as a Skipped result instead.
-func (e *Env) stores(which Stores) ([]store, []Result) {
-	var stores []store
-	var skipped []Result
-	add := func(s []store, r []Result) {
-		stores, skipped = append(stores, s...), append(skipped, r...)
+// each runs do on every selected store found here, system, then NSS, then Java. A selected
+// store that cannot be used at all (no certutil, no JAVA_HOME, an unknown OS) comes back as a
+// Skipped result instead.
+func (e *Env) each(which Stores, do func(store) Result) []Result {
+	var results []Result
+	for _, g := range []struct {
+		on   bool
+		find func() ([]store, []Result)
+	}{{which.System, e.systemStore}, {which.NSS, e.nssStores}, {which.Java, e.javaStore}} {
+		if !g.on {
+			continue
+		}
+		stores, skipped := g.find()
+		results = append(results, skipped...)
+		for _, s := range stores {
+			results = append(results, do(s))
+		}
 	}
-	if which.System {
-		add(e.systemStore())
-	}
-	if which.NSS {
-		add(e.nssStores())
-	}
-	if which.Java {
-		add(e.javaStore())
-	}
-	return stores, skipped
+	return results
 }
 
 func (e *Env) systemStore() ([]store, []Result) {

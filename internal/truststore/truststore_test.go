@@ -177,3 +177,26 @@ func TestUnknownOSSystemStoreIsSkipped(t *testing.T) {
 		t.Errorf("got %+v", r)
 	}
 }
+
+// Results come in the order system, NSS, Java, whether a store was used or skipped.
+func TestResultsInStoreOrder(t *testing.T) {
+	t.Setenv("JAVA_HOME", "")
+	home := t.TempDir()
+	db := filepath.Join(home, ".pki", "nssdb")
+	if err := os.MkdirAll(db, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(db, "cert9.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := &Env{GOOS: "linux", Root: t.TempDir(), Home: home,
+		LookPath: func(string) (string, error) { return "certutil", nil },
+		Run: func(string, ...string) ([]byte, error) {
+			return []byte("certutil: could not find certificate named x"), errors.New("exit status 255")
+		}}
+	got := outcomes(env.Uninstall(mustCA(t), Stores{System: true, NSS: true, Java: true}))
+	want := []string{"system: skipped", "nss ~/.pki/nssdb (Chrome, Chromium): not present", "java: skipped"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
