@@ -195,7 +195,7 @@ func TestResultsInStoreOrder(t *testing.T) {
 			return []byte("certutil: could not find certificate named x"), errors.New("exit status 255")
 		}}
 	got := outcomes(env.Uninstall(mustCA(t), Stores{System: true, NSS: true, Java: true}))
-	want := []string{"system: skipped", "nss ~/.pki/nssdb (Chrome, Chromium): not present", "java: skipped"}
+	want := []string{"system: skipped", "nss " + filepath.FromSlash("~/.pki/nssdb") + " (Chrome, Chromium): not present", "java: skipped"}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
