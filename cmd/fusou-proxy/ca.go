@@ -20,7 +20,7 @@ func newCACommand(g *globals) *cobra.Command {
 	export := &cobra.Command{
 		Use:     "export",
 		Example: "  fusou-proxy ca export --out fusou-ca.pem\n  fusou-proxy ca export --der --out fusou-ca.der",
-		Short:   "Print the CA certificate (made if missing), to trust it in a browser or OS",
+		Short:   "Print the CA certificate (made if missing), to trust it by hand",
 		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			cfg, err := g.load()
@@ -59,23 +59,26 @@ func newCACommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, statErr := os.Stat(filepath.Join(cfg.DataDir, datadir.CADir, certs.CertFile))
-			hadCA := statErr == nil
+			caDir := filepath.Join(cfg.DataDir, datadir.CADir)
+			oldPEM, readErr := os.ReadFile(filepath.Join(caDir, certs.CertFile))
 			ca, err := openCA(cfg, true)
 			if err != nil {
 				return err
 			}
-			if !hadCA {
-				fmt.Fprintf(g.stdout, "new CA %q in %s: trust it in your browser (fusou-proxy ca export)\n",
+			if readErr != nil {
+				fmt.Fprintf(g.stdout, "new CA %q in %s: trust it with `fusou-proxy ca install`\n",
 					ca.Certificate().Subject.CommonName, ca.Dir())
 				return nil
 			}
-			fmt.Fprintf(g.stdout, "new CA %q in %s, the old one kept aside: trust the new one in your browser (fusou-proxy ca export); a running proxy switches to it within seconds\n",
+			fmt.Fprintf(g.stdout, "new CA %q in %s, the old one kept aside: trust the new one with `fusou-proxy ca install`; a running proxy switches to it within seconds\n",
 				ca.Certificate().Subject.CommonName, ca.Dir())
+			if old := keptAside(caDir, oldPEM); old != "" {
+				fmt.Fprintf(g.stdout, "the old CA stays trusted until you run: fusou-proxy ca uninstall --cert \"%s\"\n", old)
+			}
 			return nil
 		},
 	}
-	cmd.AddCommand(export, rotate)
+	cmd.AddCommand(export, newCAInstallCommand(g), newCAUninstallCommand(g), rotate)
 	return cmd
 }
 

@@ -96,8 +96,10 @@ func printNextSteps(w io.Writer, controlAddr, proxyAddr string) {
 	fmt.Fprintf(w, `
 fusou-proxy is running. Next steps:
   1. Trust its CA (it can only vouch for the game's hosts): run
-       fusou-proxy ca export --out fusou-ca.pem
-     and import fusou-ca.pem %s (the README's "Trust the CA" has each browser).
+       fusou-proxy ca install
+     which adds it to %s.
+     Or import the file from "fusou-proxy ca export --out fusou-ca.pem" by hand
+     (the README's "Trust the CA" has each browser).
   2. Point the browser at http://%s/proxy.pac ("automatic proxy configuration URL"),
      or use %s as its HTTP and HTTPS proxy.
   3. Give it your FUSOU session: the FUSOU app posts it, or see "fusou-proxy session set --help".
@@ -105,13 +107,13 @@ fusou-proxy is running. Next steps:
 `, trustHint(), controlAddr, proxyAddr)
 }
 
-// trustHint says where this OS keeps trusted roots.
+// trustHint says where `ca install` puts the CA on this OS.
 func trustHint() string {
 	switch runtime.GOOS {
 	case "windows":
-		return `into "Trusted Root Certification Authorities" (double-click it, or: certutil -user -addstore Root fusou-ca.pem)`
+		return "your Windows user's trusted roots (Windows asks you to confirm)"
 	case "darwin":
-		return "into your login keychain (Keychain Access, or: security add-trusted-cert -r trustRoot -k ~/Library/Keychains/login.keychain-db fusou-ca.pem)"
+		return "your login keychain (macOS asks for your password), and Firefox if certutil is installed (brew install nss)"
 	}
-	return "into your browser's certificate authorities (Chromium: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n fusou-proxy -i fusou-ca.pem)"
+	return "Firefox's and Chrome/Chromium's certificate databases (needs certutil: apt install libnss3-tools)"
 }
