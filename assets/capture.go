@@ -201,13 +201,17 @@ func (c *Capture) Finish(complete bool) {
 	p.enqueue(item)
 }
 
-// enqueue hands a finished capture to the committer, or sheds it when the committer is
-// that far behind: its queue full, or maxQueuedBytes of bodies waiting in memory.
+// enqueue hands a finished capture to the committer, or sheds it when the committer is that far
+// behind: its queue full (maxQueued, or maxBusyQueued while captures stream in fast), or
+// maxQueuedBytes of bodies waiting in memory.
 func (p *Pipeline) enqueue(c *capture) {
 	mem := c.memory()
 	switch {
 	case p.closed.Load():
 		p.shed(c, "shutting down")
+		return
+	case len(p.commits) >= maxBusyQueued && !p.quiet():
+		p.shed(c, "commit queue full")
 		return
 	case p.queuedBytes.Add(mem) > maxQueuedBytes:
 		p.queuedBytes.Add(-mem)

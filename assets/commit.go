@@ -22,16 +22,20 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/pending"
 )
 
-// The committer yields to the game as the uploads do (pace.go): while captures stream in fast
-// it holds what is queued for up to maxHold, then writes it all in one batch; it makes the
-// written entries durable (Store.Sync, an fsync per file) once the traffic is quiet, or when
-// maxUnsynced wait. A game start is a burst of hundreds of new assets in a fraction of a second
-// on a fast link: they are written just after it and synced after that, rather than compete for
-// the CPU with the responses the player waits for. A capture is on disk, safe from a crash of
-// the process, within maxHold and a batch's writes.
+// The committer yields to the game as the uploads do (pace.go). While captures stream in fast it
+// holds what is queued for up to maxHold, then writes at most maxBusyBatch of it; the queue then
+// takes at most maxBusyQueued, and sheds the rest. It makes the written entries durable
+// (Store.Sync, an fsync per file) once the traffic is quiet, or when maxUnsynced wait. A game
+// start is a burst of hundreds of new assets in a fraction of a second on a fast link: they are
+// written just after it and synced after that, rather than compete for the CPU with the
+// responses the player waits for. A capture is on disk, safe from a crash of the process,
+// within maxHold and a batch's writes. Only a flood of new assets, faster than a game ever
+// loads them, is shed: the disk work for all of them would cost more CPU than proxying them.
 const (
-	maxHold     = 300 * time.Millisecond
-	maxUnsynced = 4096
+	maxHold       = 300 * time.Millisecond
+	maxBusyBatch  = 512
+	maxBusyQueued = 1024
+	maxUnsynced   = 4096
 	// syncCheckEvery is how often the committer looks whether the traffic went quiet.
 	syncCheckEvery = 50 * time.Millisecond
 )
@@ -46,7 +50,11 @@ func (p *Pipeline) committer(ctx context.Context) {
 		select {
 		case first := <-p.commits:
 			p.hold(ctx, time.Now())
-			p.commitBatch(append([]*capture{first}, p.drain()...))
+			limit := maxQueued
+			if !p.quiet() {
+				limit = maxBusyBatch
+			}
+			p.commitBatch(append([]*capture{first}, p.drain(limit-1)...))
 			if p.quiet() || p.store.Unsynced() >= maxUnsynced {
 				p.sync()
 			}
@@ -55,7 +63,7 @@ func (p *Pipeline) committer(ctx context.Context) {
 				p.sync()
 			}
 		case <-ctx.Done():
-			p.commitBatch(p.drain())
+			p.commitBatch(p.drain(maxQueued))
 			p.sync()
 			return
 		}
@@ -63,10 +71,10 @@ func (p *Pipeline) committer(ctx context.Context) {
 }
 
 // hold waits, while captures stream in fast, until maxHold has passed since from or the queue
-// is three quarters full.
+// holds a batch.
 func (p *Pipeline) hold(ctx context.Context, from time.Time) {
-	for !p.quiet() && time.Since(from) < maxHold &&
-		len(p.commits) < cap(p.commits)*3/4 && p.queuedBytes.Load() < maxQueuedBytes*3/4 {
+	for !p.quiet() && time.Since(from) < maxHold && len(p.commits) < maxBusyBatch &&
+		p.queuedBytes.Load() < maxQueuedBytes/2 {
 		select {
 		case <-ctx.Done():
 			return
@@ -80,10 +88,10 @@ func (p *Pipeline) quiet() bool {
 	return time.Since(time.Unix(0, p.captures.lastBusy())) >= quietAfter
 }
 
-// drain takes every capture queued now.
-func (p *Pipeline) drain() []*capture {
+// drain takes up to n of the captures queued now.
+func (p *Pipeline) drain(n int) []*capture {
 	var out []*capture
-	for {
+	for len(out) < n {
 		select {
 		case c := <-p.commits:
 			out = append(out, c)
@@ -91,6 +99,7 @@ func (p *Pipeline) drain() []*capture {
 			return out
 		}
 	}
+	return out
 }
 
 // commitBatch writes a batch of captures to the store as entries, not yet synced. Each is

@@ -24,8 +24,6 @@ const (
 	// DefaultIndexMinInterval is the least time between two unforced
 	// refreshes (SPEC §5: at most every 10 minutes).
 	DefaultIndexMinInterval = 10 * time.Minute
-	// DefaultIndexTimeout bounds one keys request of the default client.
-	DefaultIndexTimeout = 60 * time.Second
 )
 
 // StageKeys names the keys request in a StatusError.
@@ -54,7 +52,7 @@ type IndexOptions struct {
 	Client *http.Client
 	// ConnectTimeout and RequestTimeout (connect_timeout_seconds and
 	// request_timeout_seconds) bound the default client's dial and whole
-	// request; 0 means DefaultConnectTimeout and DefaultIndexTimeout.
+	// request; 0 means no bound.
 	ConnectTimeout, RequestTimeout time.Duration
 	// MinInterval is the least time between unforced refreshes; 0 means
 	// DefaultIndexMinInterval.
@@ -125,8 +123,8 @@ func OpenIndex(o IndexOptions) (*Index, error) {
 	}
 	if ix.client == nil {
 		ix.client = &http.Client{
-			Transport:     newDefaultTransport(orDefault(o.ConnectTimeout, DefaultConnectTimeout)),
-			Timeout:       orDefault(o.RequestTimeout, DefaultIndexTimeout),
+			Transport:     newDefaultTransport(o.ConnectTimeout),
+			Timeout:       o.RequestTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}

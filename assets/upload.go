@@ -17,13 +17,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// Defaults for UploaderOptions' zero fields.
+// Defaults for UploaderOptions' zero in-call retry fields (not configuration keys).
 const (
-	DefaultConnectTimeout = 10 * time.Second // connect_timeout_seconds
-	DefaultRequestTimeout = 60 * time.Second // request_timeout_seconds
-	DefaultRetryMax       = 2                // quick in-call retries after the first try
-	DefaultRetryWaitMin   = 200 * time.Millisecond
-	DefaultRetryWaitMax   = 2 * time.Second
+	DefaultRetryMax     = 2 // quick in-call retries after the first try
+	DefaultRetryWaitMin = 200 * time.Millisecond
+	DefaultRetryWaitMax = 2 * time.Second
 )
 
 // Upload stages, as found in Result.Stage and StatusError.Stage.
@@ -44,12 +42,14 @@ type UploaderOptions struct {
 	// Session holds the tokens sent with each request. Required.
 	Session *SessionHolder
 	// ConnectTimeout bounds dialing and the TLS handshake of the default
-	// transport; 0 means DefaultConnectTimeout. Unused with Transport.
+	// transport (connect_timeout_seconds); 0 means no bound. Unused with
+	// Transport.
 	ConnectTimeout time.Duration
 	// RequestTimeout is the longest a try may go without progress (a body
 	// byte sent, an answer, a byte of it received) before it fails as a
-	// timeout; 0 means DefaultRequestTimeout. It is not a limit on the whole
-	// try, so a 200 MB upload on a slow but moving link is not cut off.
+	// timeout (request_timeout_seconds); 0 means no bound. It is not a limit
+	// on the whole try, so a 200 MB upload on a slow but moving link is not
+	// cut off.
 	RequestTimeout time.Duration
 	// RetryMax is the number of quick in-call retries after the first try of
 	// each request, for transient outcomes only; 0 means DefaultRetryMax,
@@ -94,10 +94,12 @@ func NewUploader(o UploaderOptions) (*Uploader, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	connect := orDefault(o.ConnectTimeout, DefaultConnectTimeout)
 	tr := o.Transport
 	if tr == nil {
-		tr = newDefaultTransport(connect)
+		tr = newDefaultTransport(o.ConnectTimeout)
+	}
+	if o.RequestTimeout > 0 {
+		tr = &stallTransport{next: tr, timeout: o.RequestTimeout}
 	}
 	retryMax := o.RetryMax
 	switch {
@@ -120,7 +122,7 @@ func NewUploader(o UploaderOptions) (*Uploader, error) {
 	}
 	u.client = &retryablehttp.Client{
 		HTTPClient: &http.Client{
-			Transport: &stallTransport{next: tr, timeout: orDefault(o.RequestTimeout, DefaultRequestTimeout)},
+			Transport: tr,
 			// A redirect would be a misconfigured endpoint; do not carry
 			// the session's token anywhere the configuration did not name.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
