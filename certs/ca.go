@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/fusou-proxy/fusou-proxy/internal/atomicfile"
+	"github.com/fusou-proxy/fusou-proxy/internal/private"
 	"go.uber.org/zap"
 )
 
@@ -295,8 +296,8 @@ func ensureDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create ca folder: %w", err)
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return fmt.Errorf("chmod ca folder: %w", err)
+	if err := private.Dir(dir); err != nil {
+		return fmt.Errorf("restrict ca folder: %w", err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fusou-proxy/fusou-proxy/internal/atomicfile"
+	"github.com/fusou-proxy/fusou-proxy/internal/private/privatetest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -44,6 +45,8 @@ func mustReadFile(tb testing.TB, path string) []byte {
 	return b
 }
 
+// wantMode checks a file's Unix mode; mode bits mean nothing on Windows, so there it checks
+// nothing (the public certificate files are what is left for it).
 func wantMode(t *testing.T, path string, want os.FileMode) {
 	t.Helper()
 	if runtime.GOOS == "windows" {
@@ -56,6 +59,16 @@ func wantMode(t *testing.T, path string, want os.FileMode) {
 	if got := fi.Mode().Perm(); got != want {
 		t.Errorf("%s: mode %v, want %v", filepath.Base(path), got, want)
 	}
+}
+
+// wantPrivateDir checks that a folder is private, in a subtest skipped under wine, which
+// cannot make a folder private (limit names the reason).
+func wantPrivateDir(t *testing.T, dir, limit string) {
+	t.Helper()
+	t.Run("private "+filepath.Base(dir), func(t *testing.T) {
+		privatetest.SkipUnderWine(t, limit)
+		privatetest.WantPrivate(t, dir)
+	})
 }
 
 // wantRotate asserts err is a *RotateRequiredError whose message tells the user what to run.
@@ -78,7 +91,9 @@ func TestOpen_CreatesCA(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	a := mustOpen(t, Options{Dir: dir, Now: func() time.Time { return now }})
 
+	wantPrivateDir(t, dir, privatetest.WineNamedMergesParent)
 	wantMode(t, dir, 0o700)
+	privatetest.WantPrivate(t, filepath.Join(dir, KeyFile))
 	wantMode(t, filepath.Join(dir, KeyFile), 0o600)
 	wantMode(t, filepath.Join(dir, CertFile), 0o644)
 	wantMode(t, filepath.Join(dir, CertDERFile), 0o644)
@@ -248,16 +263,14 @@ func TestOpen_RepairsDerivedState(t *testing.T) {
 	writeTestFile(t, tmp, []byte("partial"))
 	// The DER copy is derived from the PEM file; a stale one is rewritten.
 	writeTestFile(t, filepath.Join(dir, CertDERFile), []byte("stale"))
-	if runtime.GOOS != "windows" {
-		if err := os.Chmod(filepath.Join(dir, KeyFile), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	privatetest.Expose(t, filepath.Join(dir, KeyFile))
+	privatetest.Expose(t, dir)
 
-	b := mustOpen(t, Options{Dir: dir})
+	core, logs := observer.New(zap.WarnLevel)
+	b := mustOpen(t, Options{Dir: dir, Logger: zap.New(core)})
+	if logs.FilterMessageSnippet("CA key file was readable by other users").Len() != 1 {
+		t.Errorf("no warning about the exposed key in %v", logs.All())
+	}
 	if !bytes.Equal(a.DER(), b.DER()) {
 		t.Fatal("reopen made a different CA")
 	}
@@ -267,7 +280,9 @@ func TestOpen_RepairsDerivedState(t *testing.T) {
 	if !bytes.Equal(mustReadFile(t, filepath.Join(dir, CertDERFile)), a.DER()) {
 		t.Error("stale DER file not rewritten")
 	}
+	privatetest.WantPrivate(t, filepath.Join(dir, KeyFile))
 	wantMode(t, filepath.Join(dir, KeyFile), 0o600)
+	wantPrivateDir(t, dir, privatetest.WineNamedMergesParent)
 	wantMode(t, dir, 0o700)
 }
 
@@ -331,12 +346,15 @@ func TestRotate_KeepsOldFilesAside(t *testing.T) {
 	}
 
 	oldDir := filepath.Join(dir, "old-20260301T120000Z")
+	// On Windows the folder is private by inheriting the CA folder's ACL.
+	wantPrivateDir(t, oldDir, privatetest.WineNoDescriptors)
 	wantMode(t, oldDir, 0o700)
 	for name, want := range oldFiles {
 		if !bytes.Equal(mustReadFile(t, filepath.Join(oldDir, name)), want) {
 			t.Errorf("old %s not kept aside intact", name)
 		}
 	}
+	privatetest.WantPrivate(t, filepath.Join(oldDir, KeyFile))
 	wantMode(t, filepath.Join(oldDir, KeyFile), 0o600)
 
 	// A second rotation in the same second must not overwrite the first one's backup.
@@ -386,9 +404,7 @@ func TestKeyNeverLogged(t *testing.T) {
 	o := Options{Dir: filepath.Join(t.TempDir(), "ca"), Logger: zap.New(core)}
 	mustOpen(t, o)
 	mustOpen(t, o)
-	if err := os.Chmod(filepath.Join(o.Dir, KeyFile), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	privatetest.Expose(t, filepath.Join(o.Dir, KeyFile))
 	mustOpen(t, o)
 	a, err := Rotate(o)
 	if err != nil {

@@ -90,7 +90,8 @@ func (e *RotateRequiredError) Unwrap() error { return e.Err }
 
 // Options configures Open and Rotate.
 type Options struct {
-	// Dir is the CA folder, normally <data_dir>/ca. Required. It is created 0700.
+	// Dir is the CA folder, normally <data_dir>/ca. Required. It is made private: 0700, an
+	// owner-only ACL on Windows.
 	Dir string
 
 	// Hosts are the proxy.mitm_hosts domains: the CA permits them and their subdomains.

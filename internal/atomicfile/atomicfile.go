@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/private"
 )
 
 // TempMarker is part of every temp file's name (".<name>.tmp-<random>"), so that a caller can
@@ -17,13 +19,19 @@ import (
 const TempMarker = ".tmp-"
 
 // WriteFile replaces path with data. The temp file gets perm before any byte is written, so a
-// secret is never readable by others, and is removed on failure.
+// secret is never readable by others, and is removed on failure. A perm with no group or other
+// bits (0600, 0400) also means private where mode bits mean nothing: on Windows the file is
+// created with an ACL for the current user only (private.CreateTemp).
 func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	dir, name := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+name+TempMarker+"*")
+	createTemp := os.CreateTemp
+	if perm&0o077 == 0 {
+		createTemp = private.CreateTemp
+	}
+	f, err := createTemp(dir, "."+name+TempMarker+"*")
 	if err != nil {
 		return fmt.Errorf("create temp file for %s: %w", name, err)
 	}

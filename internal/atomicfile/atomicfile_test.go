@@ -3,16 +3,22 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/private/privatetest"
 )
 
-func TestWriteFileReplacesWithMode(t *testing.T) {
+// A 0600 file replaces one open to everyone and is private (mode 0600; an owner-only ACL on
+// Windows).
+func TestWriteFileReplacesPrivately(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "secret")
 	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	privatetest.Expose(t, path)
 	if err := WriteFile(path, []byte("new"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -20,9 +26,7 @@ func TestWriteFileReplacesWithMode(t *testing.T) {
 	if err != nil || string(b) != "new" {
 		t.Fatalf("read back %q, %v", b, err)
 	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
-		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
-	}
+	privatetest.WantPrivate(t, path)
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Errorf("%d entries in the folder, want only the file (no temp left)", len(entries))
@@ -44,5 +48,19 @@ func TestWriteFileFailureLeavesNoTemp(t *testing.T) {
 		if strings.Contains(e.Name(), TempMarker) {
 			t.Errorf("temp file %s left behind", e.Name())
 		}
+	}
+}
+
+// A file meant for others (0644) keeps the group and other bits it asked for on Unix.
+func TestWriteFilePublicMode(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("mode bits mean nothing on Windows; a public file keeps its folder's ACL there")
+	}
+	path := filepath.Join(t.TempDir(), "fusou-ca.pem")
+	if err := WriteFile(path, []byte("cert"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("stat = %v, %v; want mode 0644", fi, err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/private"
 )
 
 // rename is os.Rename; tests swap it to make renames fail as they do across devices.
@@ -15,8 +17,8 @@ var rename = os.Rename
 // Move moves the file or folder src to dst, replacing a file at dst and merging into a folder at
 // dst. It renames; when a rename fails (src and dst on different devices, say) it copies instead,
 // file by file, each copy fsync'd before its source is removed, so a move interrupted at any
-// point can be run again to finish it. Modes are kept; anything but regular files and folders is
-// refused.
+// point can be run again to finish it. Modes are kept, and what was private (private.Check)
+// stays private; anything but regular files and folders is refused.
 func Move(src, dst string) error {
 	err := rename(src, dst)
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
@@ -39,6 +41,11 @@ func Move(src, dst string) error {
 func moveDir(src, dst string, perm fs.FileMode) error {
 	if err := os.Mkdir(dst, perm); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create %s: %w", dst, err)
+	}
+	if private.Check(src) == nil {
+		if err := private.Dir(dst); err != nil {
+			return err
+		}
 	}
 	entries, err := os.ReadDir(src)
 	if err != nil {
@@ -66,7 +73,18 @@ func moveByCopy(src, dst string, perm fs.FileMode) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(out, in)
+	// The copy is private before a byte lands if the source is (perm says nothing on Windows,
+	// where that is an ACL), and has the source's mode even over a partial copy left by an
+	// interrupted move.
+	if private.Check(src) == nil {
+		err = private.File(dst)
+	}
+	if err == nil {
+		err = out.Chmod(perm)
+	}
+	if err == nil {
+		_, err = io.Copy(out, in)
+	}
 	if err == nil {
 		err = out.Sync()
 	}

@@ -3,9 +3,11 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/private"
+	"github.com/fusou-proxy/fusou-proxy/internal/private/privatetest"
 )
 
 // crossDevice makes every rename fail as it does between two file systems, until the test ends.
@@ -26,6 +28,9 @@ func writeTree(t *testing.T, root string, files map[string]string) {
 		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		if err := private.File(p); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -38,9 +43,7 @@ func checkTree(t *testing.T, root string, files map[string]string) {
 			t.Errorf("%s = %q, %v; want %q", name, got, err, want)
 			continue
 		}
-		if fi, _ := os.Stat(p); runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s mode %v, want 0600", name, fi.Mode().Perm())
-		}
+		privatetest.WantPrivate(t, p)
 	}
 }
 
@@ -66,6 +69,7 @@ func TestMoveAcrossDevices(t *testing.T) {
 	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
 	writeTree(t, src, files)
 	writeTree(t, dst, map[string]string{"sub/b.json": "{", "other": "kept"}) // the interrupted copy
+	privatetest.Expose(t, filepath.Join(dst, "sub", "b.json"))
 
 	if err := Move(src, dst); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,8 @@
 // Package datadir prepares fusou-proxy's data directory (SPEC §2) and its control token, and
 // moves this program's files out of the earlier default once (move.go).
 //
-// Everything in the directory is private to the user: folders 0700, secret files 0600.
+// Everything in the directory is private to the user: folders 0700, secret files 0600, and on
+// Windows an ACL for the current user only (package private).
 // Each other package owns its own sub-folder (pending_uploads/, ca/, spool/); this package
 // only makes the top and the control token.
 package datadir
@@ -14,10 +15,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/fusou-proxy/fusou-proxy/internal/atomicfile"
+	"github.com/fusou-proxy/fusou-proxy/internal/private"
 )
 
 // Names of the data directory's entries.
@@ -57,8 +58,8 @@ func userConfigDir(name string) (string, error) {
 // tokenBytes is the control token's entropy: 32 random bytes, 64 hex characters.
 const tokenBytes = 32
 
-// Ensure creates dir (and its parents) as 0700, and tightens it to 0700 if it already
-// exists with wider permissions.
+// Ensure creates dir (and its parents) and makes it private (private.Dir: 0700, or an ACL
+// for the current user only on Windows) if it is not already.
 func Ensure(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
@@ -70,10 +71,12 @@ func Ensure(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("data dir %s is not a directory", dir)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("restrict data dir: %w", err)
-		}
+	// Only when needed: on Windows the new ACL is passed down to every entry in the folder.
+	if err := private.Check(dir); !errors.Is(err, private.ErrExposed) {
+		return err // nil: already private
+	}
+	if err := private.Dir(dir); err != nil {
+		return fmt.Errorf("restrict data dir: %w", err)
 	}
 	return nil
 }
@@ -101,13 +104,9 @@ func ControlToken(dir, configured string) (string, error) {
 	return tok, nil
 }
 
-// TightenToken makes <dir>/control.token readable by its owner only (0600) if it has group or
-// other bits, and reports whether it had to. Mode bits mean nothing on Windows, where the
-// token is protected by the data dir's place under the user's profile.
+// TightenToken makes <dir>/control.token private (0600, or an ACL for the current user only on
+// Windows) if others may read it, and reports whether it had to.
 func TightenToken(dir string) (bool, error) {
-	if runtime.GOOS == "windows" {
-		return false, nil
-	}
 	path := filepath.Join(dir, TokenFile)
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -116,10 +115,13 @@ func TightenToken(dir string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("stat control token: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 == 0 || !fi.Mode().IsRegular() {
+	if !fi.Mode().IsRegular() {
 		return false, nil
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := private.Check(path); !errors.Is(err, private.ErrExposed) {
+		return false, err // nil: already private
+	}
+	if err := private.File(path); err != nil {
 		return false, fmt.Errorf("restrict control token: %w", err)
 	}
 	return true, nil

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/private/privatetest"
 )
 
 func TestEnsureCreatesPrivateDir(t *testing.T) {
@@ -12,22 +14,39 @@ func TestEnsureCreatesPrivateDir(t *testing.T) {
 	if err := Ensure(dir); err != nil {
 		t.Fatal(err)
 	}
-	fi, err := os.Stat(dir)
-	if err != nil {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("stat = %v, %v; want a folder", fi, err)
+	}
+	privatetest.Expose(t, dir)
+	if err := Ensure(dir); err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o700 {
-		t.Errorf("mode = %v, want 0700", fi.Mode().Perm())
+	privatetest.SkipUnderWine(t, privatetest.WineNamedMergesParent)
+	privatetest.WantPrivate(t, dir)
+}
+
+// Unix keeps its exact modes: 0700, and a private folder is left as it is.
+func TestEnsureModes(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("mode bits mean nothing on Windows; TestEnsureCreatesPrivateDir checks the ACL")
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := Ensure(dir); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Errorf("mode %v, want 0700", fi.Mode().Perm())
+	}
+	if err := os.Chmod(dir, 0o500); err != nil {
 		t.Fatal(err)
 	}
 	if err := Ensure(dir); err != nil {
 		t.Fatal(err)
 	}
-	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
-		t.Errorf("Ensure left a 0755 data dir at %v", fi.Mode().Perm())
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o500 {
+		t.Errorf("Ensure changed a private 0500 data dir to %v", fi.Mode().Perm())
 	}
+	_ = os.Chmod(dir, 0o700)
 }
 
 func TestControlTokenMadeOnceAndPrivate(t *testing.T) {
@@ -39,13 +58,7 @@ func TestControlTokenMadeOnceAndPrivate(t *testing.T) {
 	if len(tok) != 64 {
 		t.Fatalf("token %d chars, want 64", len(tok))
 	}
-	fi, err := os.Stat(filepath.Join(dir, TokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("token file mode = %v, want 0600", fi.Mode().Perm())
-	}
+	privatetest.WantPrivate(t, filepath.Join(dir, TokenFile))
 	again, err := ControlToken(dir, "")
 	if err != nil || again != tok {
 		t.Errorf("second call = %q, %v; want the same token", again, err)
@@ -81,11 +94,8 @@ func TestControlTokenReplacesAnEmptyFile(t *testing.T) {
 	}
 }
 
-// A control token with group or other bits is made 0600; a private one is left alone.
+// A control token others may read is made private; a private one is left alone.
 func TestTightenToken(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("mode bits mean nothing on Windows; the data dir's ACL protects the token there")
-	}
 	dir := t.TempDir()
 	if fixed, err := TightenToken(dir); fixed || err != nil {
 		t.Fatalf("no token: TightenToken = %v, %v", fixed, err)
@@ -97,13 +107,12 @@ func TestTightenToken(t *testing.T) {
 		t.Fatalf("private token: TightenToken = %v, %v; want false, nil", fixed, err)
 	}
 	path := filepath.Join(dir, TokenFile)
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	privatetest.Expose(t, path)
 	if fixed, err := TightenToken(dir); !fixed || err != nil {
-		t.Fatalf("0644 token: TightenToken = %v, %v; want true, nil", fixed, err)
+		t.Fatalf("exposed token: TightenToken = %v, %v; want true, nil", fixed, err)
 	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
-		t.Errorf("token mode %v, want 0600", fi.Mode().Perm())
+	privatetest.WantPrivate(t, path)
+	if fixed, err := TightenToken(dir); fixed || err != nil {
+		t.Errorf("after tightening: TightenToken = %v, %v; want false, nil", fixed, err)
 	}
 }

@@ -65,6 +65,7 @@ func TestDataDirMovedOnce(t *testing.T) {
 	mustHave(t, filepath.Join(def, SpoolDir, "1.part"), "spool")
 	mustHave(t, filepath.Join(old, "user", "configs.toml"), "the app's")
 	mustHave(t, filepath.Join(old, "log", "app.log"), "the app's")
+	// On Windows the data dir's ACL is Ensure's job, which every command runs after the move.
 	if fi, err := os.Stat(def); err != nil || runtime.GOOS != "windows" && fi.Mode().Perm() != 0o700 {
 		t.Errorf("data dir: %v, %v", fi, err)
 	}
