@@ -16,7 +16,8 @@
 #
 # Knobs (environment): BENCH_A_REV (HEAD), BENCH_CASE (distinct: a new asset every request;
 # same: one asset repeated; gamestart: a game's start, GAME_START_ASSETS distinct assets of the
-# game's sizes over GAME_START_CONNS connections, timed to the last byte), BENCH_ROUNDS (6),
+# game's sizes over GAME_START_CONNS connections, timed to the last byte; gamestart-link: the same
+# with each connection served at GAME_START_LINK_RATE, as over a home link), BENCH_ROUNDS (6),
 # BENCH_DURATION (5s), BENCH_CONNS (16).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -33,7 +34,8 @@ load() {
   same) echo "-c $CONNS -d $DURATION -size $ASSET_SIZE -url https://$GAME_HOST/kcs2/img/same/asset.png" ;;
   distinct) echo "-c $CONNS -d $DURATION -size $ASSET_SIZE -url https://$GAME_HOST/kcs2/img/d/$1/{n}.png" ;;
   gamestart) echo "-c $GAME_START_CONNS -d 0 -n $GAME_START_ASSETS -url https://$GAME_HOST/kcs2/img/gs/$1/{n}.png" ;;
-  *) die "BENCH_CASE=$CASE: want same, distinct or gamestart" ;;
+  gamestart-link) echo "-c $GAME_START_CONNS -d 0 -n $GAME_START_ASSETS -url https://$GAME_HOST/kcs2/img/gslink/$1/{n}.png" ;;
+  *) die "BENCH_CASE=$CASE: want same, distinct, gamestart or gamestart-link" ;;
   esac
 }
 CLK_TCK=$(getconf CLK_TCK)

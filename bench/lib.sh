@@ -117,11 +117,15 @@ make_assets() {
 # game loads, over GAME_START_CONNS connections (a browser's limit per host).
 GAME_START_ASSETS=600
 GAME_START_CONNS=6
+# GAME_START_LINK_RATE is each connection's rate in the game start over a home link: six at 2 MB/s
+# are about 100 Mbit/s.
+GAME_START_LINK_RATE=2m
 
 # make_game_start_assets DIR writes the bodies of a game start, 00000001.png and on (a few more
 # than GAME_START_ASSETS, for loadgen's warm-up requests), sized like the game's: one in ten
 # 1-10 KB, three in four 10-100 KB, the rest 100-500 KB, log-uniform within each band, from a
-# fixed seed so every run has the same sizes. /kcs2/img/gs/<run>/<n>.png serves DIR/<n>.png.
+# fixed seed so every run has the same sizes. /kcs2/img/gs/<run>/<n>.png serves DIR/<n>.png, and
+# /kcs2/img/gslink/<run>/<n>.png the same at GAME_START_LINK_RATE a connection.
 make_game_start_assets() {
   mkdir -p "$1"
   python3 - "$1" "$((GAME_START_ASSETS + 20))" <<'PY'
@@ -173,6 +177,10 @@ http {
     location /kcs2/img/gs/ {
       rewrite "^/kcs2/img/gs/[^/]+/([0-9]+)\.png\$" /kcs2/img/gsbase/\$1.png last;
       return 404;
+    }
+    location /kcs2/img/gslink/ {
+      rewrite "^/kcs2/img/gslink/[^/]+/([0-9]+)\.png\$" /kcs2/img/gsbase/\$1.png break;
+      limit_rate $GAME_START_LINK_RATE;
     }
     location /kcs2/img/dbig/ {
       rewrite "^/kcs2/img/dbig/[^/]+/[0-9]+\.png\$" /kcs2/img/big/big.png last;
