@@ -7,11 +7,7 @@
 // `config show` and the test that checks the repository's configs.toml all walk it.
 package config
 
-import (
-	"time"
-
-	"github.com/fusou-proxy/fusou-proxy/internal/connlimit"
-)
+import "time"
 
 // Config is the whole effective configuration. Each field's `key` tag is its TOML name.
 type Config struct {
@@ -112,7 +108,7 @@ func Default() Config {
 			Listen:    DefaultListen,
 			MITMHosts: []string{"kancolle-server.com"},
 			ConnectTo: []string{},
-			MaxConns:  connlimit.DefaultMax,
+			MaxConns:  4096,
 			Capture: Capture{
 				Enable:           true,
 				PathPrefixes:     []string{"/kcs2/", "/kcs/", "/kcscontents/", "/gadget_html5/"},

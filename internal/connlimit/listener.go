@@ -15,6 +15,7 @@
 package connlimit
 
 import (
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -26,8 +27,6 @@ import (
 
 // Defaults for Options' zero fields.
 const (
-	// DefaultMax is the cap on open connections (proxy.max_conns).
-	DefaultMax = 4096
 	// DefaultHeadTimeout bounds the wait for a complete request head: the first one, from
 	// the connection's opening or the end of its TLS handshake, and later ones on a plain
 	// connection once their first byte arrives.
@@ -48,7 +47,7 @@ const capWarnInterval = time.Minute
 
 // Options configure a Listener. A zero field takes its default.
 type Options struct {
-	// Max is the most connections open at once. Zero or less: DefaultMax.
+	// Max is the most connections open at once (proxy.max_conns). Zero or less: no cap.
 	Max int
 	// HeadTimeout: see DefaultHeadTimeout.
 	HeadTimeout time.Duration
@@ -65,7 +64,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.Max <= 0 {
-		o.Max = DefaultMax
+		o.Max = math.MaxInt
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {

@@ -287,11 +287,11 @@ func TestFitFDs(t *testing.T) {
 }
 
 func TestEffectiveMaxReadsTheLimit(t *testing.T) {
-	n, limit := EffectiveMax(DefaultMax)
-	if n < 1 || n > DefaultMax {
-		t.Errorf("EffectiveMax = %d, want 1..%d", n, DefaultMax)
+	n, limit := EffectiveMax(4096)
+	if n < 1 || n > 4096 {
+		t.Errorf("EffectiveMax = %d, want 1..4096", n)
 	}
-	if limit != 0 && n != fitFDs(DefaultMax, limit) {
-		t.Errorf("EffectiveMax = %d with limit %d, want %d", n, limit, fitFDs(DefaultMax, limit))
+	if limit != 0 && n != fitFDs(4096, limit) {
+		t.Errorf("EffectiveMax = %d with limit %d, want %d", n, limit, fitFDs(4096, limit))
 	}
 }
