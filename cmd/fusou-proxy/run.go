@@ -69,7 +69,7 @@ func (g *globals) run(ctx context.Context, listen, controlListen string) error {
 	if fixed, err := datadir.TightenToken(cfg.DataDir); err != nil {
 		return err
 	} else if fixed {
-		log.Warn("control.token was readable by other users; made it 0600. Anyone who read it could use the control API: delete the file to get a new token")
+		log.Warn("control.token was readable by other users; made it private. Anyone who read it could use the control API: delete the file to get a new token")
 	}
 	token, err := datadir.ControlToken(cfg.DataDir, cfg.Control.Token)
 	if err != nil {
