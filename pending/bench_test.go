@@ -21,7 +21,7 @@ func BenchmarkSave(b *testing.B) {
 	metaSize := benchMetaSize(b, data)
 
 	b.Run("store", func(b *testing.B) {
-		s, err := Open(Options{Dir: b.TempDir(), MaxFiles: -1, MaxBytes: -1})
+		s, err := Open(Options{Dir: b.TempDir()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -63,7 +63,7 @@ func BenchmarkSaveInterleaved(b *testing.B) {
 	data := make([]byte, 100<<10)
 	rand.Read(data)
 	meta := bytes.Repeat([]byte("m"), benchMetaSize(b, data))
-	s, err := Open(Options{Dir: b.TempDir(), MaxFiles: -1, MaxBytes: -1})
+	s, err := Open(Options{Dir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func BenchmarkLargeStore(b *testing.B) {
 		cpu := processCPU()
 		defer func() { b.ReportMetric((processCPU()-cpu).Seconds()/float64(b.N), "cpu-s/op") }()
 		for b.Loop() {
-			s, err := Open(Options{Dir: dir, MaxFiles: -1, MaxBytes: -1})
+			s, err := Open(Options{Dir: dir})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -154,7 +154,7 @@ func BenchmarkLargeStore(b *testing.B) {
 			s.Close()
 		}
 	})
-	s, err := Open(Options{Dir: dir, MaxFiles: -1, MaxBytes: -1})
+	s, err := Open(Options{Dir: dir})
 	if err != nil {
 		b.Fatal(err)
 	}

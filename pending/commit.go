@@ -249,13 +249,24 @@ func (s *Store) Save(c Context, targetURL string, headers map[string]string, bod
 }
 
 // save is Save of an entry whose metadata starts as tmpl (its times too, when set); evict says
-// whether the oldest entries may be evicted to make room, or ErrFull returned instead.
-func (s *Store) save(c Context, tmpl Meta, body io.Reader, evict bool) (Entry, bool, error) {
+// whether the oldest entries may be evicted to make room, or ErrFull returned instead. Every
+// failure is logged.
+func (s *Store) save(c Context, tmpl Meta, body io.Reader, evict bool) (_ Entry, created bool, err error) {
+	logged := false // Commit logs its own failures
+	defer func() {
+		if err != nil && !logged {
+			err = fmt.Errorf("save %s: %w", c.Key, err)
+			s.logSaveError(c.Key, err)
+		}
+	}()
 	if c.Key == "" {
-		return Entry{}, false, fmt.Errorf("save: %w: context has no key", ErrInvalid)
+		return Entry{}, false, fmt.Errorf("%w: context has no key", ErrInvalid)
 	}
 	known := c.ContentHash != ""
 	if known {
+		if err := checkContext(c); err != nil {
+			return Entry{}, false, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
 		if dup := s.holder(c.Key, c.ContentHash); dup != nil {
 			return dup.snapshotSafe(s), false, nil
 		}
@@ -265,22 +276,18 @@ func (s *Store) save(c Context, tmpl Meta, body io.Reader, evict bool) (Entry, b
 	}
 	d, err := s.NewDraft()
 	if err != nil {
-		err = fmt.Errorf("save %s: %w", c.Key, err)
-		s.logSaveError(c.Key, err)
 		return Entry{}, false, err
 	}
 	h := sha256.New()
 	if _, err := io.Copy(io.MultiWriter(d, h), body); err != nil {
 		d.Discard()
-		err = fmt.Errorf("save %s: write temp file: %w", c.Key, err)
-		s.logSaveError(c.Key, err)
-		return Entry{}, false, err
+		return Entry{}, false, fmt.Errorf("write draft: %w", err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if known && (d.size != c.FileSize || sum != c.ContentHash) {
 		d.Discard()
-		return Entry{}, false, fmt.Errorf("save %s: %w: got %d bytes with sha256 %s, want %d bytes with %s",
-			c.Key, ErrMismatch, d.size, sum, c.FileSize, c.ContentHash)
+		return Entry{}, false, fmt.Errorf("%w: got %d bytes with sha256 %s, want %d bytes with %s",
+			ErrMismatch, d.size, sum, c.FileSize, c.ContentHash)
 	}
 	c.FileSize, c.ContentHash = d.size, sum
 	d.Context, d.TargetURL, d.Headers, d.evict = c, tmpl.TargetURL, tmpl.Headers, evict
@@ -289,11 +296,11 @@ func (s *Store) save(c Context, tmpl Meta, body io.Reader, evict bool) (Entry, b
 	}
 	r := s.Commit([]*Draft{d})[0]
 	if r.Err != nil || !r.Created {
+		logged = true
 		return r.Entry, r.Created, r.Err
 	}
 	if _, err := s.Sync(); err != nil {
-		err = fmt.Errorf("save %s: %w", c.Key, err)
-		s.logSaveError(c.Key, err)
+		// The entry stays, written: the next Sync (at the latest, Close) makes it durable.
 		return Entry{}, false, err
 	}
 	return r.Entry, true, nil

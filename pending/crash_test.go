@@ -31,11 +31,12 @@ const (
 	crashSeedEnv = "FUSOU_PENDING_CRASH_SEED"
 )
 
-// TestCrash starts a helper process that saves, adopts, updates, rejects and deletes entries in a
-// loop, reporting each on stdout only after the call returned, and SIGKILLs it at random moments.
-// After each kill the store must reopen with every reported entry intact (bytes matching the hash,
-// attempt_count at least the reported one), no deleted or rejected entry back, every rejected one
-// complete in rejected/, nothing discarded as corrupt, and no temp file or half pair left.
+// TestCrash starts a helper process that saves, commits batches of drafts, updates, rejects and
+// deletes entries in a loop, reporting each on stdout only after the call returned, and SIGKILLs
+// it at random moments. After each kill the store must reopen with every reported entry intact
+// (bytes matching the hash, attempt_count at least the reported one), no deleted or rejected
+// entry back, every rejected one complete in rejected/, nothing discarded as corrupt, and no temp
+// file, draft or half pair left.
 func TestCrash(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "pending_uploads")
@@ -135,8 +136,7 @@ func TestCrash(t *testing.T) {
 
 		// Recover as the next start would. The clock is two minutes ahead so that orphan
 		// .bin files are past their minute of grace and must be swept now.
-		s := mustOpen(t, dir, Options{MaxFiles: -1, MaxBytes: -1,
-			Now: func() time.Time { return time.Now().Add(2 * time.Minute) }})
+		s := mustOpen(t, dir, Options{Now: func() time.Time { return time.Now().Add(2 * time.Minute) }})
 		for id, w := range wants {
 			e, err := s.Get(id)
 			if err != nil {
@@ -203,6 +203,29 @@ func TestCrash(t *testing.T) {
 	}
 }
 
+// crashBytes returns up to 200 KB of random bytes.
+func crashBytes(rng *rand.Rand) []byte {
+	data := make([]byte, 1+rng.IntN(200<<10))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	return data
+}
+
+// crashDraft writes data as a draft of key.
+func crashDraft(s *Store, key string, data []byte) (*Draft, error) {
+	d, err := s.NewDraft()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := d.Write(data); err != nil {
+		d.Discard()
+		return nil, err
+	}
+	d.Context, d.TargetURL = assetContext(key, data), "u"
+	return d, nil
+}
+
 func contains(names []string, n string) bool {
 	for _, m := range names {
 		if m == n {
@@ -227,12 +250,8 @@ func TestCrashHelper(t *testing.T) {
 }
 
 func crashHelper(root string, seed int64) error {
-	s, err := Open(Options{Dir: filepath.Join(root, "pending_uploads"), MaxFiles: -1, MaxBytes: -1, Logger: stderrLogger()})
+	s, err := Open(Options{Dir: filepath.Join(root, "pending_uploads"), Logger: stderrLogger()})
 	if err != nil {
-		return err
-	}
-	spool := filepath.Join(root, "spool")
-	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return err
 	}
 	var mu sync.Mutex // one report line at a time
@@ -250,7 +269,7 @@ func crashHelper(root string, seed int64) error {
 		go func() {
 			rng := rand.New(rand.NewPCG(uint64(seed), uint64(w)))
 			for i := 0; time.Now().Before(deadline); i++ {
-				if err := crashStep(s, rng, spool, fmt.Sprintf("%d-%d-%d", os.Getpid(), w, i), report); err != nil {
+				if err := crashStep(s, rng, fmt.Sprintf("%d-%d-%d", os.Getpid(), w, i), report); err != nil {
 					errs <- err
 					return
 				}
@@ -270,30 +289,48 @@ func stderrLogger() *zap.Logger {
 	return zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zap.InfoLevel))
 }
 
-func crashStep(s *Store, rng *rand.Rand, spool, name string, report func(string, ...any)) error {
+func crashStep(s *Store, rng *rand.Rand, name string, report func(string, ...any)) error {
 	entries := s.List()
 	op := rng.IntN(10)
 	if len(entries) > 60 {
 		op = 9 // keep the store small: delete
 	}
 	switch {
-	case op < 5 || len(entries) == 0:
-		data := make([]byte, 1+rng.IntN(200<<10))
-		for i := range data {
-			data[i] = byte(rng.Uint32())
-		}
-		c := assetContext("assets/crash/"+name+".png", data)
-		var e Entry
-		var err error
-		if op == 0 {
-			p := filepath.Join(spool, name)
-			if err := os.WriteFile(p, data, 0o600); err != nil {
+	case op == 0:
+		// A small batch of drafts, as the committer writes them, sometimes with a second
+		// capture of one of them. Each new entry is reported once Commit returns, before the
+		// Sync: from then on a crash of the process must lose nothing.
+		var batch []*Draft
+		for j := range 1 + rng.IntN(3) {
+			data := crashBytes(rng)
+			d, err := crashDraft(s, fmt.Sprintf("assets/crash/%s-%d.png", name, j), data)
+			if err != nil {
 				return err
 			}
-			e, _, err = s.Adopt(c, "u", nil, p)
-		} else {
-			e, _, err = s.Save(c, "u", map[string]string{"Origin": "o"}, bytes.NewReader(data))
+			batch = append(batch, d)
+			if j == 0 && rng.IntN(2) == 0 {
+				twin, err := crashDraft(s, d.Context.Key, data)
+				if err != nil {
+					return err
+				}
+				batch = append(batch, twin)
+			}
 		}
+		for _, r := range s.Commit(batch) {
+			if r.Err != nil {
+				return r.Err
+			}
+			if r.Created {
+				report("saved %s %s", r.Entry.ID, r.Entry.Context.ContentHash)
+			}
+		}
+		if _, err := s.Sync(); err != nil {
+			return err
+		}
+	case op < 5 || len(entries) == 0:
+		data := crashBytes(rng)
+		c := assetContext("assets/crash/"+name+".png", data)
+		e, _, err := s.Save(c, "u", map[string]string{"Origin": "o"}, bytes.NewReader(data))
 		if err != nil {
 			return err
 		}

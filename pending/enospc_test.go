@@ -30,6 +30,8 @@ func (d *fullDisk) Wrap(f *os.File) tempFile { return &fullFile{File: f, disk: d
 
 func (d *fullDisk) SyncDir(dir string) error { return syncDir(dir) }
 
+func (d *fullDisk) SyncFile(path string) error { return osFS{}.SyncFile(path) }
+
 type fullFile struct {
 	*os.File
 	disk *fullDisk

@@ -191,8 +191,8 @@ func (s *Store) Discard(id, why string) error {
 		return fmt.Errorf("discard %s: %w", id, err)
 	}
 	defer s.life.RUnlock()
-	if s.discardUnsupported(id, why) {
-		return nil
+	if found, err := s.discardUnsupported(id, why); found {
+		return err
 	}
 	s.mu.Lock()
 	e := s.byID[id]
@@ -213,12 +213,12 @@ func (s *Store) Discard(id, why string) error {
 
 // discardUnsupported removes the unsupported entry id, .json first, and reports whether there
 // was one.
-func (s *Store) discardUnsupported(id, why string) bool {
+func (s *Store) discardUnsupported(id, why string) (found bool, err error) {
 	s.mu.Lock()
 	i := slices.IndexFunc(s.unsupported, func(e Entry) bool { return e.ID == id })
 	if i < 0 {
 		s.mu.Unlock()
-		return false
+		return false, nil
 	}
 	e := s.unsupported[i]
 	s.unsupported = slices.Delete(s.unsupported, i, i+1)
@@ -226,10 +226,14 @@ func (s *Store) discardUnsupported(id, why string) bool {
 	fields := []zap.Field{zap.String("id", e.ID), zap.String("kind", e.Unsupported), zap.String("reason", why)}
 	if err := s.removePair(e.ID); err != nil {
 		s.log.Error("Failed to discard pending upload", append(fields, zap.Error(err))...)
-		return true
+		s.mu.Lock()
+		s.unsupported = append(s.unsupported, e) // still there: kept for the next try
+		slices.SortFunc(s.unsupported, func(a, b Entry) int { return compareAge(a.Meta, b.Meta) })
+		s.mu.Unlock()
+		return true, fmt.Errorf("discard %s: %w", id, err)
 	}
 	s.log.Warn("Discarded pending upload", fields...)
-	return true
+	return true, nil
 }
 
 // Purge removes every entry to upload, for `fusou-proxy pending purge --all`. progress, if not

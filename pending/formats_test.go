@@ -3,13 +3,13 @@ package pending
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // formatCase is one golden entry under testdata/formats/<name>/: a .json in a format some
@@ -68,7 +68,7 @@ func TestFormatsAtOpen(t *testing.T) {
 			case "asset":
 				checkFormatAsset(t, s, tc, id, bin)
 			case "unsupported":
-				checkFormatUnsupported(t, s, tc, id, before, clock)
+				checkFormatUnsupported(t, s, tc, id, before)
 			case "corrupt":
 				if len(s.List())+len(s.Unsupported()) != 0 {
 					t.Errorf("corrupt entry listed")
@@ -132,8 +132,8 @@ func checkFormatAsset(t *testing.T, s testStore, tc formatCase, id string, bin [
 }
 
 // checkFormatUnsupported checks an entry the store must not upload: kept aside, untouched, until
-// its TTL.
-func checkFormatUnsupported(t *testing.T, s testStore, tc formatCase, id string, before []byte, clock *fakeClock) {
+// the retry service discards it (at its TTL), by id.
+func checkFormatUnsupported(t *testing.T, s testStore, tc formatCase, id string, before []byte) {
 	t.Helper()
 	un := s.Unsupported()
 	if len(s.List()) != 0 || len(un) != 1 || un[0].ID != id || un[0].Unsupported != tc.kind {
@@ -145,19 +145,20 @@ func checkFormatUnsupported(t *testing.T, s testStore, tc formatCase, id string,
 	if after := mustRead(t, s.Dir(), id+".json"); !bytes.Equal(after, before) {
 		t.Errorf(".json changed at open")
 	}
-	created := un[0].Created()
-	if d := s.Cleanup(created.Add(DefaultTTL - time.Second)); len(d) != 0 {
-		t.Errorf("Cleanup before the TTL removed %v", d)
-	}
-	d := s.Cleanup(created.Add(DefaultTTL))
-	if len(d) != 1 || d[0].ID != id || d[0].Reason != ReasonExpired {
-		t.Errorf("Cleanup at the TTL = %v, want %s expired", d, id)
+	if err := s.Discard(id, ReasonExpired); err != nil {
+		t.Fatalf("Discard(%s) = %v", id, err)
 	}
 	if got := listDir(t, s.Dir()); !slices.Equal(got, []string{".lock"}) {
-		t.Errorf("folder after expiry = %v", got)
+		t.Errorf("folder after the discard = %v", got)
 	}
 	if len(s.Unsupported()) != 0 || discardLogs(s.logs)[id] != ReasonExpired {
 		t.Errorf("Unsupported = %v, discard logs %v", s.Unsupported(), discardLogs(s.logs))
+	}
+	if lines := s.logs.FilterMessage("Discarded pending upload").All(); len(lines) != 1 || lines[0].ContextMap()["kind"] != tc.kind {
+		t.Errorf("discard log = %v, want the entry's kind %s", lines, tc.kind)
+	}
+	if err := s.Discard(id, ReasonExpired); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second Discard = %v, want ErrNotFound", err)
 	}
 }
 
@@ -272,24 +273,27 @@ func copyFormatCase(t *testing.T, name, dir string) string {
 	return id
 }
 
-// TestPurgeUnsupported: purge --expired removes an unsupported entry past its TTL; purge --all
-// leaves it, as it leaves every entry it would not upload.
+// TestPurgeUnsupported: Purge (purge --all) leaves an unsupported entry, as it leaves every entry
+// it would not upload; Discard by id removes it, and it stays gone after a reopen.
 func TestPurgeUnsupported(t *testing.T) {
 	dir := t.TempDir()
 	id := copyFormatCase(t, "custom", dir)
-	clock := newClock()
-	s := mustOpen(t, dir, Options{Now: clock.Now})
-	if n, err := s.Purge(true, nil); n != 0 || err != nil || len(s.Unsupported()) != 1 {
-		t.Errorf("Purge(all) = %d, %v; unsupported left %d", n, err, len(s.Unsupported()))
+	s := mustOpen(t, dir, Options{})
+	asset := mustSave(t, s.Store, "assets/a.png", []byte("a"))
+	if n, err := s.Purge(nil); n != 1 || err != nil || len(s.Unsupported()) != 1 {
+		t.Errorf("Purge = %d, %v; unsupported left %d", n, err, len(s.Unsupported()))
 	}
-	if n, err := s.Purge(false, nil); n != 0 || err != nil {
-		t.Errorf("Purge(expired) before the TTL = %d, %v", n, err)
+	if _, err := s.Get(asset.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Purge left the asset: %v", err)
 	}
-	clock.Add(s.Unsupported()[0].Created().Add(DefaultTTL).Sub(clock.Now()))
-	if n, err := s.Purge(false, nil); n != 1 || err != nil || len(s.Unsupported()) != 0 {
-		t.Errorf("Purge(expired) at the TTL = %d, %v", n, err)
+	if err := s.Discard(id, ReasonExpired); err != nil || len(s.Unsupported()) != 0 {
+		t.Errorf("Discard = %v; unsupported left %d", err, len(s.Unsupported()))
 	}
 	if got := listDir(t, dir); slices.ContainsFunc(got, func(n string) bool { return strings.HasPrefix(n, id) }) {
 		t.Errorf("files left: %v", got)
+	}
+	s.Close()
+	if s2 := mustOpen(t, dir, Options{}); len(s2.Unsupported()) != 0 {
+		t.Errorf("the discarded entry came back: %v", s2.Unsupported())
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,22 +98,30 @@ func readEntry(tb testing.TB, s *Store, id string) []byte {
 }
 
 // listDir returns the names in dir, sorted; a missing dir is empty.
-// listDir lists dir's file names, sorted, without the spare files the store keeps for reuse
-// (spare.go), which are not entries.
 func listDir(tb testing.TB, dir string) []string {
 	tb.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil && !os.IsNotExist(err) {
 		tb.Fatal(err)
 	}
-	var names []string
+	names := make([]string, 0, len(ents))
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), sparePrefix) {
-			names = append(names, e.Name())
-		}
+		names = append(names, e.Name())
 	}
 	slices.Sort(names)
 	return names
+}
+
+// symlinkOrSkip makes link point at target, skipping the test where that cannot be done: no
+// symlinks at all, or wine 8.0, whose os.Symlink reports success and creates nothing.
+func symlinkOrSkip(tb testing.TB, target, link string) {
+	tb.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		tb.Skip("no symlinks:", err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		tb.Skip("wine 8.0's os.Symlink reports success and creates nothing")
+	}
 }
 
 // ids returns the ids of entries, in order.

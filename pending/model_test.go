@@ -3,26 +3,31 @@ package pending
 import (
 	"bytes"
 	"cmp"
-	"crypto/sha256"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"pgregory.net/rapid"
 )
 
-// noSyncDisk skips the fsyncs of temp files and folders, so that the model test runs thousands of operations
-// in seconds. It tests the store's logic; TestCrash tests its durability with real fsyncs.
+// noSyncDisk skips the fsyncs of files and folders, so that the model test runs thousands of
+// operations in seconds. It tests the store's logic; TestCrash tests its durability with real
+// fsyncs.
 type noSyncDisk struct{}
 
 func (noSyncDisk) Wrap(f *os.File) tempFile { return noSyncFile{f} }
 
 func (noSyncDisk) SyncDir(string) error { return nil }
+
+func (noSyncDisk) SyncFile(string) error { return nil }
 
 type noSyncFile struct{ *os.File }
 
@@ -38,6 +43,8 @@ type modelEntry struct {
 	lastErr      string
 	hash         string
 	rejectReason string
+	// unsynced: committed, and no Sync since; not listed for upload.
+	unsynced bool
 }
 
 // storeModel is a plain in-memory pending store: the specification the real one is checked against.
@@ -67,11 +74,14 @@ func (m *storeModel) find(key, hash string) *modelEntry {
 }
 
 const (
-	modelMaxFiles    = 5
-	modelMaxBytes    = 120
-	modelTTL         = time.Minute
-	modelMaxAttempts = 3
+	modelMaxFiles = 5
+	modelMaxBytes = 120
 )
+
+// listed returns the entries List shows: the synced ones, oldest first.
+func (m *storeModel) listed() []*modelEntry {
+	return slices.DeleteFunc(m.sorted(), func(e *modelEntry) bool { return e.unsynced })
+}
 
 // evictFor returns the entries that a save of size bytes evicts, oldest first.
 func (m *storeModel) evictFor(size int) []*modelEntry {
@@ -91,25 +101,39 @@ func (m *storeModel) evictFor(size int) []*modelEntry {
 	return out
 }
 
-// TestModel runs random sequences of saves, adoptions, attempts, deletions, rejections, cleanups
-// and reopens against the store and the model, comparing them after every step.
+// TestModel runs random sequences of saves, batch commits, syncs, attempts, deletions,
+// rejections, discards and reopens against the store and the model, comparing them after every
+// step.
 func TestModel(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
-		root := t.TempDir()
-		dir := filepath.Join(root, "pending_uploads")
-		spool := filepath.Join(root, "spool")
-		if err := os.Mkdir(spool, 0o700); err != nil {
-			rt.Fatal(err)
-		}
+		dir := filepath.Join(t.TempDir(), "pending_uploads")
 		clock := newClock()
-		opts := Options{Dir: dir, MaxFiles: modelMaxFiles, MaxBytes: modelMaxBytes, TTL: modelTTL,
-			MaxAttempts: modelMaxAttempts, Now: clock.Now, fs: noSyncDisk{}}
+		core, logs := observer.New(zapcore.InfoLevel)
+		opts := Options{Dir: dir, MaxFiles: modelMaxFiles, MaxBytes: modelMaxBytes, Now: clock.Now,
+			Logger: zap.New(core), fs: noSyncDisk{}}
 		s, err := Open(opts)
 		if err != nil {
 			rt.Fatal(err)
 		}
 		defer func() { s.Close() }()
 		m := &storeModel{live: map[string]*modelEntry{}, rejected: map[string]*modelEntry{}}
+		var committed []string // ids Commit created since the last Sync, in order
+
+		// synced is what a Sync (Save's, Close's or a direct one) does to the model.
+		synced := func() {
+			for _, e := range m.live {
+				e.unsynced = false
+			}
+			committed = nil
+		}
+		// add records a new entry, after evicting what its commit evicts.
+		add := func(id, key string, data []byte, unsynced bool) {
+			for _, e := range m.evictFor(len(data)) {
+				delete(m.live, e.id)
+			}
+			m.live[id] = &modelEntry{id: id, key: key, data: data, created: clock.Now().Unix(),
+				hash: sha256Hex(data), unsynced: unsynced}
+		}
 
 		keys := []string{"assets/a.png", "assets/b.png", "assets/c.json"}
 		bodies := [][]byte{{}, []byte("x"), []byte("hello"), bytes.Repeat([]byte("y"), 40), bytes.Repeat([]byte("z"), 70)}
@@ -120,52 +144,102 @@ func TestModel(t *testing.T) {
 			}
 			return rapid.SampledFrom(es).Draw(rt, "entry")
 		}
-		save := func(rt *rapid.T, adopt bool) {
-			clock.Add(time.Duration(rapid.IntRange(0, 2).Draw(rt, "tick")) * time.Second)
-			key := rapid.SampledFrom(keys).Draw(rt, "key")
-			data := rapid.SampledFrom(bodies).Draw(rt, "body")
-			c := assetContext(key, data)
-			dup := m.find(key, c.ContentHash)
-			evicted := m.evictFor(len(data))
-			var got Entry
-			var created bool
-			var err error
-			if adopt {
-				p := filepath.Join(spool, "capture")
-				if err := os.WriteFile(p, data, 0o600); err != nil {
-					rt.Fatal(err)
-				}
-				got, created, err = s.Adopt(c, "u", nil, p)
-			} else {
-				if rapid.Bool().Draw(rt, "hash unknown") {
-					c = Context{Key: key}
-				}
-				got, created, err = s.Save(c, "u", nil, bytes.NewReader(data))
-			}
-			if err != nil {
-				rt.Fatalf("save: %v", err)
-			}
-			if dup != nil {
-				if created || got.ID != dup.id {
-					rt.Fatalf("duplicate save = %s created %v, want %s", got.ID, created, dup.id)
-				}
-				return
-			}
-			if !created {
-				rt.Fatalf("save of a new asset was a duplicate of %s", got.ID)
-			}
-			for _, e := range evicted {
-				delete(m.live, e.id)
-			}
-			sum := sha256.Sum256(data)
-			m.live[got.ID] = &modelEntry{id: got.ID, key: key, data: data, created: clock.Now().Unix(),
-				hash: hex.EncodeToString(sum[:])}
-		}
 
 		rt.Repeat(map[string]func(*rapid.T){
 			"save": func(rt *rapid.T) {
-				// Adopt fsyncs the caller's file for real, which is slow: one save in six.
-				save(rt, rapid.IntRange(0, 5).Draw(rt, "adopt") == 0)
+				clock.Add(time.Duration(rapid.IntRange(0, 2).Draw(rt, "tick")) * time.Second)
+				key := rapid.SampledFrom(keys).Draw(rt, "key")
+				data := rapid.SampledFrom(bodies).Draw(rt, "body")
+				c := assetContext(key, data)
+				dup := m.find(key, c.ContentHash)
+				if rapid.Bool().Draw(rt, "hash unknown") {
+					c = Context{Key: key}
+				}
+				got, created, err := s.Save(c, "u", nil, bytes.NewReader(data))
+				if err != nil {
+					rt.Fatalf("save: %v", err)
+				}
+				if dup != nil {
+					if created || got.ID != dup.id {
+						rt.Fatalf("duplicate save = %s created %v, want %s", got.ID, created, dup.id)
+					}
+					return
+				}
+				if !created {
+					rt.Fatalf("save of a new asset was a duplicate of %s", got.ID)
+				}
+				add(got.ID, key, data, false)
+				synced() // Save syncs every committed entry
+			},
+			"commit": func(rt *rapid.T) {
+				clock.Add(time.Duration(rapid.IntRange(0, 2).Draw(rt, "tick")) * time.Second)
+				type plan struct {
+					key   string
+					data  []byte
+					fault string
+				}
+				var plans []plan
+				var batch []*Draft
+				for range rapid.IntRange(1, 4).Draw(rt, "drafts") {
+					p := plan{key: rapid.SampledFrom(keys).Draw(rt, "key"), data: rapid.SampledFrom(bodies).Draw(rt, "body"),
+						fault: rapid.SampledFrom([]string{"", "", "", "", "size", "context"}).Draw(rt, "fault")}
+					d, err := s.NewDraft()
+					if err != nil {
+						rt.Fatal(err)
+					}
+					if _, err := d.Write(p.data); err != nil {
+						rt.Fatal(err)
+					}
+					d.Context, d.TargetURL = assetContext(p.key, p.data), "u"
+					switch p.fault {
+					case "size":
+						d.Context.FileSize++
+					case "context":
+						d.Context.ContentHash = "not a hash"
+					}
+					plans = append(plans, p)
+					batch = append(batch, d)
+				}
+				res := s.Commit(batch)
+				for i, p := range plans {
+					r := res[i]
+					switch dup := m.find(p.key, sha256Hex(p.data)); {
+					case p.fault == "size":
+						if !errors.Is(r.Err, ErrMismatch) || r.Created {
+							rt.Fatalf("draft %d of the wrong size = %v, %v", i, r.Created, r.Err)
+						}
+					case p.fault == "context":
+						if !errors.Is(r.Err, ErrInvalid) || r.Created {
+							rt.Fatalf("draft %d with a bad hash = %v, %v", i, r.Created, r.Err)
+						}
+					case dup != nil:
+						if r.Err != nil || r.Created || r.Entry.ID != dup.id {
+							rt.Fatalf("duplicate draft %d = %s created %v, %v; want %s", i, r.Entry.ID, r.Created, r.Err, dup.id)
+						}
+					default:
+						if r.Err != nil || !r.Created {
+							rt.Fatalf("draft %d = %v, %v", i, r.Created, r.Err)
+						}
+						add(r.Entry.ID, p.key, p.data, true)
+						committed = append(committed, r.Entry.ID)
+					}
+					if _, err := os.Lstat(draftPath(batch[i])); !r.Created && !errors.Is(err, os.ErrNotExist) {
+						rt.Fatalf("dropped draft %d left its file: %v", i, err)
+					}
+				}
+			},
+			"sync": func(rt *rapid.T) {
+				var want []string
+				for _, id := range committed {
+					if m.live[id] != nil {
+						want = append(want, id)
+					}
+				}
+				got, err := s.Sync()
+				if err != nil || !slices.Equal(ids(got), want) {
+					rt.Fatalf("Sync = %v, %v; want %v", ids(got), err, want)
+				}
+				synced()
 			},
 			"attempt": func(rt *rapid.T) {
 				e := pickLive(rt)
@@ -194,33 +268,41 @@ func TestModel(t *testing.T) {
 				e.rejectReason = "400 " + e.key
 				m.rejected[e.id] = e
 			},
-			"cleanup": func(rt *rapid.T) {
-				clock.Add(time.Duration(rapid.IntRange(0, 40).Draw(rt, "wait")) * time.Second)
-				now := clock.Now()
-				want := map[string]string{}
-				for _, e := range m.live {
-					switch {
-					case now.Unix()-e.created >= int64(modelTTL/time.Second):
-						want[e.id] = ReasonExpired
-					case e.attempts >= modelMaxAttempts:
-						want[e.id] = ReasonMaxAttempts
+			"discard": func(rt *rapid.T) {
+				// The retry service's policy picks what to discard; here the model does.
+				if rapid.IntRange(0, 9).Draw(rt, "unknown") == 0 {
+					if err := s.Discard(uuid.NewString(), ReasonExpired); !errors.Is(err, ErrNotFound) {
+						rt.Fatalf("Discard(unknown id) = %v, want ErrNotFound", err)
 					}
+					return
 				}
-				got := map[string]string{}
-				for _, d := range s.Cleanup(now) {
-					got[d.ID] = d.Reason
+				e := pickLive(rt)
+				why := rapid.SampledFrom([]string{ReasonExpired, ReasonMaxAttempts}).Draw(rt, "reason")
+				if rapid.IntRange(0, 3).Draw(rt, "held") == 0 {
+					release, ok := s.TryHold(e.id)
+					if !ok {
+						rt.Fatalf("TryHold(%s) failed", e.id)
+					}
+					err := s.Discard(e.id, why)
+					release()
+					if !errors.Is(err, ErrHeld) {
+						rt.Fatalf("Discard(held) = %v, want ErrHeld", err)
+					}
+					return
 				}
-				if !mapsEqual(got, want) {
-					rt.Fatalf("Cleanup = %v, want %v", got, want)
+				if err := s.Discard(e.id, why); err != nil {
+					rt.Fatalf("Discard(%s) = %v", e.id, err)
 				}
-				for id := range want {
-					delete(m.live, id)
+				if got := discardLogs(logs)[e.id]; got != why {
+					rt.Fatalf("discard of %s logged with reason %q, want %q", e.id, got, why)
 				}
+				delete(m.live, e.id)
 			},
 			"reopen": func(rt *rapid.T) {
 				if err := s.Close(); err != nil {
 					rt.Fatal(err)
 				}
+				synced() // Close syncs
 				if s, err = Open(opts); err != nil {
 					rt.Fatal(err)
 				}
@@ -230,21 +312,28 @@ func TestModel(t *testing.T) {
 	})
 }
 
-// checkModel compares the store with the model: the list in order, every field the model knows,
-// the stats, the bytes, the rejected folder and the absence of temp files.
+// checkModel compares the store with the model: the list in order (synced entries only), every
+// field the model knows, the stats, the bytes, the rejected folder and the absence of temp files
+// and drafts.
 func checkModel(rt *rapid.T, s *Store, m *storeModel, dir string) {
-	want := m.sorted()
+	listed := m.listed()
 	got := s.List()
-	if len(got) != len(want) {
-		rt.Fatalf("List has %d entries, model %d", len(got), len(want))
+	if len(got) != len(listed) {
+		rt.Fatalf("List has %d entries, model %d", len(got), len(listed))
 	}
+	for i, w := range listed {
+		if got[i].ID != w.id {
+			rt.Fatalf("List[%d] = %s, model %s", i, got[i].ID, w.id)
+		}
+	}
+	want := m.sorted()
 	var total int64
-	for i, w := range want {
-		g := got[i]
-		if g.ID != w.id || g.Context.Key != w.key || g.Context.ContentHash != w.hash || g.CreatedAt != w.created ||
+	for _, w := range want {
+		g, err := s.Get(w.id)
+		if err != nil || g.Context.Key != w.key || g.Context.ContentHash != w.hash || g.CreatedAt != w.created ||
 			g.AttemptCount != w.attempts || g.LastAttemptAt != w.lastAt || g.LastError != w.lastErr ||
 			g.Context.FileSize != int64(len(w.data)) {
-			rt.Fatalf("entry %d = %+v, model %+v", i, g, *w)
+			rt.Fatalf("entry %s = %+v, %v; model %+v", w.id, g, err, *w)
 		}
 		if !s.Has(w.key, w.hash) {
 			rt.Fatalf("Has(%s) = false", w.key)
@@ -281,27 +370,24 @@ func checkModel(rt *rapid.T, s *Store, m *storeModel, dir string) {
 			rt.Fatalf("rejected %s: %v, last_error %q", id, err, d.meta.LastError)
 		}
 	}
-	jsons := 0
-	for _, n := range listDirNames(dir) {
-		if len(n) > len(tempPrefix) && n[:len(tempPrefix)] == tempPrefix {
-			rt.Fatalf("temp file left: %s", n)
-		}
-		if filepath.Ext(n) == ".json" {
-			jsons++
-		}
+	// The folder holds exactly the model's pairs: no temp file, no draft left.
+	names := []string{".lock"}
+	if len(m.rejected) > 0 {
+		names = append(names, rejectedDir)
 	}
-	if jsons != len(want) {
-		rt.Fatalf("%d .json files, model has %d entries", jsons, len(want))
+	for _, w := range want {
+		names = append(names, w.id+".bin", w.id+".json")
 	}
-}
-
-func listDirNames(dir string) []string {
-	ents, _ := os.ReadDir(dir)
-	var out []string
+	slices.Sort(names)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		rt.Fatal(err)
+	}
+	var onDisk []string
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), sparePrefix) { // the store's reuse pool, not entries
-			out = append(out, e.Name())
-		}
+		onDisk = append(onDisk, e.Name())
 	}
-	return out
+	if !slices.Equal(onDisk, names) {
+		rt.Fatalf("folder =\n%v\nmodel\n%v", onDisk, names)
+	}
 }

@@ -129,7 +129,7 @@ type entry struct {
 	io sync.Mutex
 
 	// guarded by Store.mu
-	e    Entry
+	e        Entry
 	held     bool // leased by TryHold
 	gone     bool // removed from the index; its files are being or have been removed
 	unsynced bool // written by Commit, not yet made durable by Sync: not listed for upload

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -109,6 +108,7 @@ func TestSaveComputesAndChecksContext(t *testing.T) {
 	if _, _, err := s.Save(Context{}, "u", nil, bytes.NewReader(data)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Save(no key) = %v, want ErrInvalid", err)
 	}
+	// A given context is checked before a byte is written: a hash that is no SHA-256 is invalid.
 	if _, _, err := s.Save(Context{Key: "k", ContentHash: "xyz"}, "u", nil, bytes.NewReader(data)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Save(bad hash) = %v, want ErrInvalid", err)
 	}
@@ -118,9 +118,17 @@ func TestSaveComputesAndChecksContext(t *testing.T) {
 	if got := s.Stats().Count; got != 1 {
 		t.Errorf("Count = %d after failed saves, want 1", got)
 	}
-	assertNoTemp(t, s.Dir())
-	if n := len(s.logs.FilterMessage("Failed to save pending upload").All()); n != 4 {
-		t.Errorf("%d failed-save log lines, want 4", n)
+	// Nothing is left of the refused saves: no temp file, no draft.
+	wantFiles := []string{".lock", e.ID + ".bin", e.ID + ".json"}
+	slices.Sort(wantFiles)
+	if got := listDir(t, s.Dir()); !slices.Equal(got, wantFiles) {
+		t.Errorf("folder = %v, want %v", got, wantFiles)
+	}
+	// Every failed save is logged, with its key and why.
+	lines := s.logs.FilterMessage("Failed to save pending upload").All()
+	if len(lines) != 4 || lines[3].ContextMap()["key"] != "k" || !strings.Contains(lines[3].ContextMap()["error"].(string), "boom") ||
+		!strings.Contains(lines[0].ContextMap()["error"].(string), "do not match") {
+		t.Errorf("failed-save log lines = %v, want one per failed save", lines)
 	}
 }
 
@@ -134,74 +142,6 @@ func assertNoTemp(t *testing.T, dir string) {
 		if strings.HasPrefix(n, tempPrefix) {
 			t.Errorf("temp file left: %s", n)
 		}
-	}
-}
-
-func TestAdopt(t *testing.T) {
-	root := t.TempDir()
-	s := mustOpen(t, filepath.Join(root, "pending_uploads"), Options{})
-	spool := filepath.Join(root, "spool")
-	if err := os.Mkdir(spool, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name string, data []byte) string {
-		p := filepath.Join(spool, name)
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	data := []byte("spooled asset")
-	p := write("a", data)
-	before, _ := os.Stat(p)
-	e, created, err := s.Adopt(assetContext("assets/a.png", data), "u", map[string]string{"Cookie": "x"}, p)
-	if err != nil || !created {
-		t.Fatal(created, err)
-	}
-	if _, err := os.Stat(p); !os.IsNotExist(err) {
-		t.Errorf("spool file still there: %v", err)
-	}
-	after, err := os.Stat(filepath.Join(s.Dir(), e.ID+".bin"))
-	if err != nil || !os.SameFile(before, after) {
-		t.Errorf("the .bin is not the adopted file (renamed, not copied): %v", err)
-	}
-	if after.Mode().Perm() != 0o600 {
-		t.Errorf(".bin mode = %v, want 0600", after.Mode().Perm())
-	}
-	if want := map[string]string{"content-hash": e.Context.ContentHash}; !maps.Equal(e.Headers, want) {
-		t.Errorf("headers = %v, want only the hash (the Cookie dropped)", e.Headers)
-	}
-	if got := readEntry(t, s.Store, e.ID); !bytes.Equal(got, data) {
-		t.Errorf("bytes = %q", got)
-	}
-
-	// A duplicate is removed and the existing entry returned.
-	p2 := write("b", data)
-	dup, created, err := s.Adopt(assetContext("assets/a.png", data), "u", nil, p2)
-	if err != nil || created || dup.ID != e.ID {
-		t.Errorf("Adopt(dup) = %s, %v, %v", dup.ID, created, err)
-	}
-	if _, err := os.Stat(p2); !os.IsNotExist(err) {
-		t.Errorf("duplicate spool file not removed: %v", err)
-	}
-
-	// A size mismatch or a symlink is refused and the file left where it was.
-	p3 := write("c", []byte("short"))
-	if _, _, err := s.Adopt(assetContext("assets/c.png", []byte("longer bytes")), "u", nil, p3); !errors.Is(err, ErrMismatch) {
-		t.Errorf("Adopt(wrong size) = %v, want ErrMismatch", err)
-	}
-	link := filepath.Join(spool, "link")
-	if err := os.Symlink(p3, link); err != nil {
-		t.Skip("no symlinks:", err)
-	}
-	if _, _, err := s.Adopt(assetContext("assets/c.png", []byte("short")), "u", nil, link); !errors.Is(err, ErrInvalid) {
-		t.Errorf("Adopt(symlink) = %v, want ErrInvalid", err)
-	}
-	if _, err := os.Stat(p3); err != nil {
-		t.Errorf("refused file was touched: %v", err)
-	}
-	if s.Stats().Count != 1 {
-		t.Errorf("Count = %d, want 1", s.Stats().Count)
 	}
 }
 
@@ -301,7 +241,7 @@ func TestCapacityEviction(t *testing.T) {
 		}
 	})
 	t.Run("no limit", func(t *testing.T) {
-		s := mustOpen(t, t.TempDir(), Options{MaxFiles: -1, MaxBytes: -1})
+		s := mustOpen(t, t.TempDir(), Options{MaxFiles: 0, MaxBytes: 0})
 		for i := range 3 {
 			mustSave(t, s.Store, fmt.Sprintf("assets/%d", i), []byte{byte(i)})
 		}
@@ -323,46 +263,97 @@ func mapsEqual(a, b map[string]string) bool {
 	return true
 }
 
-func TestCleanup(t *testing.T) {
+// TestDiscard: Discard removes one entry for good, logging why; an entry in use (held by an
+// upload, or busy in another call) is left in place with ErrHeld, and an unknown one is
+// ErrNotFound. Which entries to discard is the retry service's policy, tested there.
+func TestDiscard(t *testing.T) {
 	clock := newClock()
-	s := mustOpen(t, t.TempDir(), Options{TTL: time.Hour, MaxAttempts: 2, Now: clock.Now})
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{Now: clock.Now})
 	old := mustSave(t, s.Store, "assets/old", []byte("old"))
-	heldOld := mustSave(t, s.Store, "assets/held", []byte("held"))
-	clock.Add(30 * time.Minute)
 	tired := mustSave(t, s.Store, "assets/tired", []byte("tired"))
+	held := mustSave(t, s.Store, "assets/held", []byte("held"))
+	busy := mustSave(t, s.Store, "assets/busy", []byte("busy"))
+	clock.Add(time.Minute)
 	fresh := mustSave(t, s.Store, "assets/fresh", []byte("fresh"))
-	for range 2 {
-		if _, err := s.RecordAttempt(tired.ID, clock.Now(), "503", time.Time{}); err != nil {
-			t.Fatal(err)
+
+	if err := s.Discard(old.ID, ReasonExpired); err != nil {
+		t.Fatalf("Discard(old) = %v", err)
+	}
+	if err := s.Discard(tired.ID, ReasonMaxAttempts); err != nil {
+		t.Fatalf("Discard(tired) = %v", err)
+	}
+	for _, e := range []Entry{old, tired} {
+		if _, err := s.Get(e.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(%s) after Discard = %v", e.Context.Key, err)
+		}
+		if s.Has(e.Context.Key, e.Context.ContentHash) {
+			t.Errorf("Has(%s) after Discard", e.Context.Key)
+		}
+		if err := s.Discard(e.ID, ReasonExpired); !errors.Is(err, ErrNotFound) {
+			t.Errorf("second Discard(%s) = %v, want ErrNotFound", e.Context.Key, err)
 		}
 	}
-	if _, err := s.RecordAttempt(fresh.ID, clock.Now(), "503", time.Time{}); err != nil {
-		t.Fatal(err)
+	if err := s.Discard("no-such-id", ReasonExpired); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Discard(unknown) = %v, want ErrNotFound", err)
 	}
-	release, _ := s.TryHold(heldOld.ID)
-	clock.Add(30 * time.Minute) // old is now exactly TTL old
-
-	got := s.Cleanup(clock.Now())
-	want := []Discarded{
-		{ID: old.ID, Key: "assets/old", Reason: ReasonExpired},
-		{ID: tired.ID, Key: "assets/tired", Reason: ReasonMaxAttempts},
-	}
-	slices.SortFunc(got, func(a, b Discarded) int { return strings.Compare(a.Reason, b.Reason) })
-	if !slices.Equal(got, want) {
-		t.Errorf("Cleanup = %+v, want %+v", got, want)
+	lines := s.logs.FilterMessage("Discarded pending upload").All()
+	if len(lines) != 2 || lines[0].ContextMap()["key"] != "assets/old" || lines[1].ContextMap()["key"] != "assets/tired" {
+		t.Errorf("discard log lines = %v", lines)
 	}
 	if got, want := discardLogs(s.logs), map[string]string{old.ID: ReasonExpired, tired.ID: ReasonMaxAttempts}; !mapsEqual(got, want) {
 		t.Errorf("discard logs = %v, want %v", got, want)
 	}
-	if got := ids(s.List()); !slices.Equal(got, sortedIDs(heldOld, fresh)) {
-		t.Errorf("List = %v", got)
+
+	// An entry being uploaded stays until its lease ends.
+	release, ok := s.TryHold(held.ID)
+	if !ok {
+		t.Fatal("TryHold failed")
+	}
+	if err := s.Discard(held.ID, ReasonExpired); !errors.Is(err, ErrHeld) {
+		t.Errorf("Discard(held) = %v, want ErrHeld", err)
+	}
+	// An entry busy in another call (a rewrite, a removal) is not waited for.
+	s.mu.Lock()
+	b := s.byID[busy.ID]
+	s.mu.Unlock()
+	b.io.Lock()
+	if err := s.Discard(busy.ID, ReasonExpired); !errors.Is(err, ErrHeld) {
+		t.Errorf("Discard(busy) = %v, want ErrHeld", err)
+	}
+	for _, e := range []Entry{held, busy} {
+		if _, err := s.Get(e.ID); err != nil {
+			t.Errorf("%s was discarded while in use: %v", e.Context.Key, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, e.ID+".bin")); err != nil {
+			t.Errorf("%s's files were removed while in use: %v", e.Context.Key, err)
+		}
+	}
+	if n := len(discardLogs(s.logs)); n != 2 {
+		t.Errorf("%d discards logged, want 2: a refused discard is not one", n)
 	}
 	release()
-	if got := s.Cleanup(clock.Now()); len(got) != 1 || got[0].ID != heldOld.ID {
-		t.Errorf("Cleanup after release = %+v", got)
+	b.io.Unlock()
+	for _, e := range []Entry{held, busy} {
+		if err := s.Discard(e.ID, ReasonExpired); err != nil {
+			t.Errorf("Discard(%s) once free = %v", e.Context.Key, err)
+		}
 	}
-	if n := len(listDir(t, s.Dir())); n != 3 { // .lock + fresh's pair
-		t.Errorf("folder = %v", listDir(t, s.Dir()))
+
+	if got := ids(s.List()); !slices.Equal(got, []string{fresh.ID}) {
+		t.Errorf("List = %v, want only fresh", got)
+	}
+	if st := s.Stats(); st.Count != 1 || st.Bytes != int64(len("fresh")) {
+		t.Errorf("Stats = %+v", st)
+	}
+	want := []string{".lock", fresh.ID + ".bin", fresh.ID + ".json"}
+	slices.Sort(want)
+	if got := listDir(t, dir); !slices.Equal(got, want) {
+		t.Errorf("folder = %v, want %v", got, want)
+	}
+	s.Close()
+	if s2 := mustOpen(t, dir, Options{}); !slices.Equal(ids(s2.List()), []string{fresh.ID}) {
+		t.Errorf("after reopen List = %v: a discarded entry came back", ids(s2.List()))
 	}
 }
 
@@ -452,14 +443,17 @@ func TestLockAndReadOnly(t *testing.T) {
 		"Delete":        ro.Delete(e.ID),
 		"Reject":        ro.Reject(e.ID, "x"),
 		"RecordAttempt": second(ro.RecordAttempt(e.ID, time.Now(), "x", time.Time{})),
-		"Purge":         second(ro.Purge(true, nil)),
+		"Purge":         second(ro.Purge(nil)),
+		"Discard":       ro.Discard(e.ID, ReasonExpired),
+		"NewDraft":      second(ro.NewDraft()),
+		"Sync":          second(ro.Sync()),
 	} {
 		if !errors.Is(err, ErrReadOnly) {
 			t.Errorf("read-only %s = %v, want ErrReadOnly", name, err)
 		}
 	}
-	if got := ro.Cleanup(time.Now().Add(1000 * time.Hour)); len(got) != 0 {
-		t.Errorf("read-only Cleanup = %v", got)
+	if _, err := ro.Get(e.ID); err != nil {
+		t.Errorf("read-only store lost %s: %v", e.ID, err)
 	}
 	if ro.logs.FilterMessage("Skipped unreadable pending upload").Len() != 1 {
 		t.Errorf("read-only open did not log the unreadable entry")
@@ -578,31 +572,49 @@ func TestDeleteAndReject(t *testing.T) {
 	}
 }
 
+// TestPurge: Purge removes every entry to upload, whatever its age or attempts, reporting its
+// progress; an entry being uploaded stays.
 func TestPurge(t *testing.T) {
 	clock := newClock()
-	s := mustOpen(t, t.TempDir(), Options{TTL: time.Hour, Now: clock.Now})
+	s := mustOpen(t, t.TempDir(), Options{Now: clock.Now})
+	var all []Entry
 	for i := range 10 {
-		mustSave(t, s.Store, fmt.Sprintf("assets/old%d", i), []byte{byte(i)})
+		clock.Add(time.Second)
+		all = append(all, mustSave(t, s.Store, fmt.Sprintf("assets/%d", i), []byte{byte(i)}))
 	}
-	clock.Add(2 * time.Hour)
-	keep := mustSave(t, s.Store, "assets/new", []byte("new"))
+	if _, err := s.RecordAttempt(all[3].ID, clock.Now(), "503", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	held := all[5]
+	release, _ := s.TryHold(held.ID)
 	var calls [][2]int
-	n, err := s.Purge(false, func(done, total int) { calls = append(calls, [2]int{done, total}) })
-	if err != nil || n != 10 {
-		t.Fatalf("Purge(expired) = %d, %v", n, err)
+	n, err := s.Purge(func(done, total int) { calls = append(calls, [2]int{done, total}) })
+	if err != nil || n != 9 {
+		t.Fatalf("Purge = %d, %v; want 9 (every entry but the held one)", n, err)
 	}
-	if len(calls) != 11 || calls[0] != [2]int{0, 10} || calls[10] != [2]int{10, 10} {
-		t.Errorf("progress calls = %v", calls)
+	if len(calls) != 10 {
+		t.Fatalf("progress calls = %v", calls)
 	}
-	if got := ids(s.List()); !slices.Equal(got, []string{keep.ID}) {
-		t.Errorf("List = %v", got)
+	for i, c := range calls {
+		if c != [2]int{i, 9} {
+			t.Errorf("progress call %d = %v, want [%d 9]", i, c, i)
+		}
 	}
-	n, err = s.Purge(true, nil)
-	if err != nil || n != 1 || s.Stats().Count != 0 || s.Stats().Bytes != 0 {
-		t.Errorf("Purge(all) = %d, %v; stats %+v", n, err, s.Stats())
+	if got := ids(s.List()); !slices.Equal(got, []string{held.ID}) {
+		t.Errorf("List = %v, want only the held entry", got)
+	}
+	if lines := s.logs.FilterMessage("Purged pending uploads").All(); len(lines) != 1 || lines[0].ContextMap()["removed"] != int64(9) {
+		t.Errorf("purge log = %v", lines)
+	}
+	release()
+	if n, err := s.Purge(nil); err != nil || n != 1 || s.Stats().Count != 0 || s.Stats().Bytes != 0 {
+		t.Errorf("Purge after release = %d, %v; stats %+v", n, err, s.Stats())
 	}
 	if got := listDir(t, s.Dir()); !slices.Equal(got, []string{".lock"}) {
 		t.Errorf("folder = %v", got)
+	}
+	if n, err := s.Purge(nil); err != nil || n != 0 {
+		t.Errorf("Purge of an empty store = %d, %v", n, err)
 	}
 }
 
@@ -649,7 +661,8 @@ func TestRemovalRacesAttempt(t *testing.T) {
 		wg.Go(func() { _, _ = s.RecordAttempt(e.ID, clock.Now(), "x", time.Time{}) })
 		wg.Go(func() { _ = s.Delete(e.ID) })
 		wg.Go(func() { _ = s.Reject(e.ID, "no") })
-		wg.Go(func() { s.Cleanup(clock.Now().Add(48 * time.Hour)) })
+		wg.Go(func() { _ = s.Discard(e.ID, ReasonExpired) })
+		wg.Go(func() { _, _ = s.Purge(nil) })
 		wg.Go(func() { _ = s.List(); _ = s.Stats() })
 		wg.Wait()
 	}
@@ -665,29 +678,51 @@ func TestRemovalRacesAttempt(t *testing.T) {
 	assertNoTemp(t, s.Dir())
 }
 
-// TestSetLimits: new limits apply from the next save and cleanup, and changing them while saves
-// run is safe (under -race).
+// TestSetLimits: new limits apply from the next commit, 0 lifts a cap, and changing them while
+// saves run is safe (under -race).
 func TestSetLimits(t *testing.T) {
 	clock := newClock()
-	s := mustOpen(t, t.TempDir(), Options{MaxFiles: -1, Now: clock.Now})
+	s := mustOpen(t, t.TempDir(), Options{Now: clock.Now})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := range 20 {
-			s.SetLimits(-1, int64(1000+i), time.Hour, 3)
+			s.SetLimits(100+i, int64(1000+i)) // never binding
 		}
 	})
 	for i := range 10 {
 		mustSave(t, s.Store, fmt.Sprintf("assets/%d", i), []byte{byte(i)})
 	}
 	wg.Wait()
-	s.SetLimits(4, -1, 10*time.Minute, 0)
-	clock.Add(time.Second)
-	mustSave(t, s.Store, "assets/new", []byte("new"))
-	if got := s.Stats().Count; got != 4 {
-		t.Errorf("Count = %d after lowering MaxFiles to 4", got)
+	if got := s.Stats().Count; got != 10 {
+		t.Fatalf("Count = %d, want 10", got)
 	}
-	clock.Add(10 * time.Minute)
-	if got := s.Cleanup(clock.Now()); len(got) != 4 {
-		t.Errorf("Cleanup with a 10-minute TTL = %v", got)
+
+	s.SetLimits(4, 0)
+	clock.Add(time.Second)
+	newest := mustSave(t, s.Store, "assets/new", []byte("new"))
+	if st := s.Stats(); st.Count != 4 {
+		t.Errorf("Count = %d after lowering MaxFiles to 4", st.Count)
+	}
+	if _, err := s.Get(newest.ID); err != nil {
+		t.Errorf("the newest entry was evicted: %v", err)
+	}
+	if n := len(discardLogs(s.logs)); n != 7 {
+		t.Errorf("%d evictions logged, want 7", n)
+	}
+
+	s.SetLimits(0, 0) // no cap at all
+	clock.Add(time.Second)
+	for i := range 10 {
+		mustSave(t, s.Store, fmt.Sprintf("assets/more/%d", i), []byte{byte(i)})
+	}
+	if got := s.Stats().Count; got != 14 {
+		t.Errorf("Count = %d with no caps, want 14", got)
+	}
+
+	s.SetLimits(0, 5) // a byte cap alone
+	clock.Add(time.Second)
+	mustSave(t, s.Store, "assets/two", []byte("22"))
+	if st := s.Stats(); st.Bytes != 5 || st.Count != 4 {
+		t.Errorf("Stats = %+v under a 5-byte cap, want 4 entries of 5 bytes", st)
 	}
 }

@@ -243,7 +243,7 @@ func New(o Options) *Service {
 	return &Service{opts: o, log: o.Logger, settings: o.Settings.withDefaults(), wake: make(chan struct{}, 1)}
 }
 
-// SetSettings changes the interval and concurrency from the next pass on.
+// SetSettings changes the interval, concurrency, TTL and attempt limit from the next pass on.
 func (s *Service) SetSettings(st Settings) {
 	s.mu.Lock()
 	s.settings = st.withDefaults()
