@@ -497,7 +497,7 @@ func requireTool(t *testing.T, name string) string {
 		t.Fatalf("%s is not installed, though .ci/run installs it", name)
 	}
 	if underWine {
-		t.Skipf("%s is not installed: wine has no %s.exe (Windows 10 and later ship curl.exe)", name, name)
+		t.Skipf("%s is not installed: a wine prefix has no %s.exe", name, name)
 	}
 	t.Skipf("%s is not installed (.ci/run installs it)", name)
 	return ""
