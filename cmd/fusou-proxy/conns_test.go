@@ -27,6 +27,7 @@ import (
 // proxy must close every one of the sockets within its 10 s timeout (SPEC §11).
 func TestIdleConnectionsDoNotTakeItDown(t *testing.T) {
 	if runtime.GOOS != "linux" {
+		// Windows has no descriptor limit to exhaust (internal/connlimit tests the cap itself).
 		t.Skip("Linux only: the child's descriptor limit is set with bash's ulimit and read back from /proc")
 	}
 	const (

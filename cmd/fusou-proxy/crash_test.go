@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -352,8 +351,8 @@ func TestCrashKillUnderTraffic(t *testing.T) {
 	assertOpenedCleanly(t, in, "the final run")
 }
 
-// TestCrashSIGTERMWithUploadsInFlight stops fusou-proxy with SIGTERM while uploads hang at the
-// server: it must exit 0 promptly, cancelled uploads must not count as attempts, and after a
+// TestCrashSIGTERMWithUploadsInFlight stops fusou-proxy with SIGTERM (Ctrl-Break on Windows)
+// while uploads hang at the server: it must exit 0 promptly, cancelled uploads must not count as attempts, and after a
 // restart every asset is still pending and then drains.
 func TestCrashSIGTERMWithUploadsInFlight(t *testing.T) {
 	game, api := newAssetServer(t), assettest.NewServer()
@@ -381,7 +380,7 @@ func TestCrashSIGTERMWithUploadsInFlight(t *testing.T) {
 	})
 
 	start := time.Now()
-	if err := in.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := interrupt(in.cmd.Process); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
@@ -390,13 +389,13 @@ func TestCrashSIGTERMWithUploadsInFlight(t *testing.T) {
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, in.logs)
+			t.Fatalf("exit after the stop: %v\n%s", err, in.logs)
 		}
 	case <-time.After(bound):
-		t.Fatalf("still running %s after SIGTERM, with uploads in flight", bound)
+		t.Fatalf("still running %s after the stop, with uploads in flight", bound)
 	}
 	took := time.Since(start)
-	t.Logf("exited 0 in %s after SIGTERM with %d stage-2 uploads in flight", took.Round(time.Millisecond), api.Requests(assettest.Upload))
+	t.Logf("exited 0 in %s after the stop with %d stage-2 uploads in flight", took.Round(time.Millisecond), api.Requests(assettest.Upload))
 	for _, bad := range []string{"pipeline shutdown", "Saved pending upload", "Retry attempt failed"} {
 		if strings.Contains(in.logs.String(), bad) {
 			t.Errorf("the shutdown logged %q: a cancelled upload was treated as a failure or the shutdown ran out of time:\n%s", bad, grepLines(in.logs.String(), bad))

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -115,17 +114,17 @@ func allLogs(in *instance) string {
 	return s + in.logs.String()
 }
 
-// kill ends the process with SIGKILL, as a crash, an OOM kill or a forced "end task" would.
-// What the process wrote stays in the kernel's page cache: a power cut, which would also test
-// the fsyncs, is beyond it.
+// kill ends the process at once, as a crash, an OOM kill or a forced "end task" would:
+// SIGKILL, or TerminateProcess on Windows. What the process wrote stays in the kernel's page
+// cache: a power cut, which would also test the fsyncs, is beyond it.
 func (in *instance) kill() {
 	in.t.Helper()
-	if err := in.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := in.cmd.Process.Kill(); err != nil {
 		in.t.Fatal(err)
 	}
 	err := in.wait()
-	if ws, ok := in.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		in.t.Fatalf("fusou-proxy did not die of SIGKILL: %v", err)
+	if !killedHard(in.cmd.ProcessState) {
+		in.t.Fatalf("fusou-proxy was not killed: %v\n%s", err, in.logs)
 	}
 }
 

@@ -8,24 +8,10 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 )
-
-// configDir is os.UserConfigDir() for a user whose home is home, as userEnv sets it up.
-func configDir(t *testing.T, home string) string {
-	t.Helper()
-	switch runtime.GOOS {
-	case "linux", "freebsd", "openbsd", "netbsd", "dragonfly":
-		return filepath.Join(home, ".config")
-	case "darwin":
-		return filepath.Join(home, "Library", "Application Support")
-	}
-	t.Skip("no HOME-based config dir on", runtime.GOOS)
-	return ""
-}
 
 // runCLI runs the binary for the user home and returns its exit code, stdout and stderr.
 func runCLI(t *testing.T, home string, args ...string) (int, string, string) {

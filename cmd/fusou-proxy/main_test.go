@@ -3,14 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -19,12 +20,24 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if err := setUpConsole(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Under wine there is no Go toolchain: go-test-windows prebuilds the binary into GTW_BIN_DIR.
+	if dir := os.Getenv("GTW_BIN_DIR"); dir != "" {
+		binary = filepath.Join(dir, "fusou-proxy.exe")
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "fusou-proxy-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "fusou-proxy")
+	if runtime.GOOS == "windows" {
+		binary += ".exe"
+	}
 	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build fusou-proxy: %v\n%s", err, out)
 		os.Exit(1)
@@ -35,17 +48,43 @@ func TestMain(m *testing.M) {
 }
 
 // userEnv is a clean environment for a new user whose home is home: no FUSOU_* variables,
-// the OS config dir inside home, and the OS keychain left alone (a test must not write a
-// session into the keychain of the machine it runs on; sessionKeeper has its own tests).
+// the OS config dir inside home (see configDir), and the OS keychain left alone (a test must
+// not write a session into the keychain of the machine it runs on; sessionKeeper has its own
+// tests).
 func userEnv(home string, extra ...string) []string {
+	own := map[string]string{ // upper-cased: Windows's names ignore case
+		"HOME":            home,
+		"XDG_CONFIG_HOME": filepath.Join(home, ".config"),
+		"USERPROFILE":     home,
+		"APPDATA":         filepath.Join(home, "AppData", "Roaming"),
+		"LOCALAPPDATA":    filepath.Join(home, "AppData", "Local"),
+	}
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FUSOU_") && !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ok := own[strings.ToUpper(k)]; !ok && !strings.HasPrefix(strings.ToUpper(k), "FUSOU_") {
 			env = append(env, kv)
 		}
 	}
-	env = append(env, "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"), "FUSOU_APP_AUTH_REMEMBER_SESSION=false")
+	for k, v := range own {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "FUSOU_APP_AUTH_REMEMBER_SESSION=false")
 	return append(env, extra...)
+}
+
+// configDir is os.UserConfigDir() for a user whose home is home, as userEnv sets it up.
+func configDir(t *testing.T, home string) string {
+	t.Helper()
+	switch runtime.GOOS {
+	case "windows":
+		return filepath.Join(home, "AppData", "Roaming")
+	case "darwin":
+		return filepath.Join(home, "Library", "Application Support")
+	case "ios", "plan9":
+		t.Skip("no HOME-based config dir on", runtime.GOOS)
+	}
+	return filepath.Join(home, ".config")
 }
 
 // command runs the binary in an empty working directory (so no ./configs.toml is found).
@@ -54,6 +93,7 @@ func command(t *testing.T, home string, env []string, args ...string) *exec.Cmd 
 	cmd := exec.Command(binary, args...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = userEnv(home, env...)
+	prepareChild(cmd)
 	return cmd
 }
 
@@ -94,39 +134,59 @@ func startRun(t *testing.T, cmd *exec.Cmd) (lines *syncBuffer, wait func() error
 	return lines, func() error { <-done; return cmd.Wait() }
 }
 
-func TestRunWithNoConfigStartsAndStopsOnSIGTERM(t *testing.T) {
+// With no configuration, `run` starts in the OS's config dir and stops cleanly, exit 0, on each
+// of the platform's stop events (SIGTERM and Ctrl-C; Ctrl-Break on Windows).
+func TestRunWithNoConfigStartsAndStopsCleanly(t *testing.T) {
+	for name, stop := range stopEvents {
+		t.Run(name, func(t *testing.T) { testRunWithNoConfig(t, stop) })
+	}
+}
+
+func testRunWithNoConfig(t *testing.T, stop func(*os.Process) error) {
 	home := t.TempDir()
 	cmd := command(t, home, []string{"FUSOU_PROXY_LISTEN=127.0.0.1:0", "FUSOU_CONTROL_LISTEN=127.0.0.1:0"}, "run", "--log-format", "json")
 	out, wait := startRun(t, cmd)
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := stop(cmd.Process); err != nil {
 		t.Fatal(err)
 	}
 	if err := wait(); err != nil {
-		t.Fatalf("exit after SIGTERM: %v\n%s", err, out)
+		t.Fatalf("exit after the stop event: %v\n%s", err, out)
 	}
-	dataDir := filepath.Join(home, ".config", "fusou-proxy")
-	for _, want := range []string{`"data_dir":"` + dataDir + `"`, `"proxy_listen":"127.0.0.1:`, `"control_listen":"127.0.0.1:`, "fusou-proxy stopped"} {
+	dataDir := filepath.Join(configDir(t, home), "fusou-proxy")
+	jsonDir, _ := json.Marshal(dataDir)
+	for _, want := range []string{`"data_dir":` + string(jsonDir), `"proxy_listen":"127.0.0.1:`, `"control_listen":"127.0.0.1:`, "fusou-proxy stopped"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, out)
 		}
 	}
 	fi, err := os.Stat(dataDir)
-	if err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("data dir %s: %v, mode %v; want 0700", dataDir, err, fi.Mode())
+	if err != nil || !fi.IsDir() {
+		t.Fatalf("data dir %s: %v", dataDir, err)
 	}
 	tok, err := os.Stat(filepath.Join(dataDir, "control.token"))
-	if err != nil || tok.Mode().Perm() != 0o600 {
-		t.Errorf("control.token: %v; want a 0600 file", err)
+	if err != nil {
+		t.Errorf("control.token: %v", err)
 	}
-	// The first run, which made the CA, says what is left to do; later runs do not.
-	for _, want := range []string{"Next steps", "fusou-proxy ca export", "/proxy.pac", "session set"} {
+	if runtime.GOOS != "windows" { // no mode bits; internal/datadir tests the Windows ACL
+		if fi.Mode().Perm() != 0o700 {
+			t.Errorf("data dir %s: mode %v, want 0700", dataDir, fi.Mode())
+		}
+		if err == nil && tok.Mode().Perm() != 0o600 {
+			t.Errorf("control.token: mode %v, want 0600", tok.Mode())
+		}
+	}
+	// The first run, which made the CA, says what is left to do, with this OS's steps; later
+	// runs do not.
+	for _, want := range []string{"Next steps", "fusou-proxy ca export", "/proxy.pac", "session set", dataDir, strings.Split(nextStepHints(runtime.GOOS).proxy, "%s")[0]} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the first run's output lacks %q:\n%s", want, out)
 		}
 	}
 	cmd = command(t, home, []string{"FUSOU_PROXY_LISTEN=127.0.0.1:0", "FUSOU_CONTROL_LISTEN=127.0.0.1:0"}, "run", "--log-format", "json")
 	out, wait = startRun(t, cmd)
-	cmd.Process.Signal(syscall.SIGTERM)
+	if err := stop(cmd.Process); err != nil {
+		t.Fatal(err)
+	}
 	if err := wait(); err != nil {
 		t.Fatalf("second run: %v\n%s", err, out)
 	}
@@ -201,7 +261,9 @@ func TestSecretsAreNotLogged(t *testing.T) {
 	for _, e := range [][]string{env, env[1:]} { // configured token, then a generated one
 		cmd := command(t, home, e, "run", "--data-dir", data, "--log-level", "debug", "--log-format", "json")
 		logs, wait := startRun(t, cmd)
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if err := interrupt(cmd.Process); err != nil {
+			t.Fatal(err)
+		}
 		if err := wait(); err != nil {
 			t.Fatalf("run: %v\n%s", err, logs)
 		}
@@ -232,6 +294,12 @@ func TestVersionAndConfigShow(t *testing.T) {
 type syncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
 }
 
 func (b *syncBuffer) WriteString(s string) {

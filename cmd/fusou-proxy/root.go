@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 
 	"github.com/spf13/cobra"
@@ -45,7 +46,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configFile, "config", "", "configuration file (default: ./configs.toml, then <data-dir>/configs.toml)")
-	pf.StringVar(&g.dataDir, "data-dir", "", "data directory (default: $"+config.DataDirEnv+", app.data_dir, or the OS config dir + /"+datadir.DefaultName+")")
+	pf.StringVar(&g.dataDir, "data-dir", "", "data directory (default: $"+config.DataDirEnv+", app.data_dir, or "+nextStepHints(runtime.GOOS).dataDir+")")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", "", "log format: console or json (default: console on a terminal, else json)")
 

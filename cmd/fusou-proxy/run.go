@@ -19,6 +19,12 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/internal/datadir"
 )
 
+// stopSignals end `run`, each through the same clean shutdown (app.serve) as a cancelled
+// context. Ctrl-C is os.Interrupt everywhere, and so is Ctrl-Break on Windows; Go delivers
+// Windows's console close, logoff and shutdown events as SIGTERM (see os/signal), after which
+// Windows ends the process within seconds whatever it is doing: what was committed is safe.
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
+
 func newRunCommand(g *globals) *cobra.Command {
 	var listen, controlListen string
 	cmd := &cobra.Command{
@@ -27,7 +33,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		Short:   "Run the proxy (the main job)",
 		Args:    cobraArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), stopSignals...)
 			defer stop()
 			return g.run(ctx, listen, controlListen)
 		},
@@ -86,34 +92,62 @@ func (g *globals) run(ctx context.Context, listen, controlListen string) error {
 		return err
 	}
 	if firstRun {
-		printNextSteps(g.stderr, a.controlLn.Addr().String(), a.proxyLn.Addr().String())
+		printNextSteps(g.stderr, cfg.DataDir, a.controlLn.Addr().String(), a.proxyLn.Addr().String())
 	}
 	return a.serve(ctx)
 }
 
 // printNextSteps tells a new user, on the run that made the CA, what is left to do.
-func printNextSteps(w io.Writer, controlAddr, proxyAddr string) {
-	fmt.Fprintf(w, `
-fusou-proxy is running. Next steps:
+func printNextSteps(w io.Writer, dataDir, controlAddr, proxyAddr string) {
+	io.WriteString(w, nextSteps(runtime.GOOS, dataDir, controlAddr, proxyAddr))
+}
+
+func nextSteps(goos, dataDir, controlAddr, proxyAddr string) string {
+	h := nextStepHints(goos)
+	pac := "http://" + controlAddr + "/proxy.pac"
+	return fmt.Sprintf(`
+fusou-proxy is running; its files are in %s. Next steps:
   1. Trust its CA (it can only vouch for the game's hosts): run
        fusou-proxy ca install
      which adds it to %s.
      Or import the file from "fusou-proxy ca export --out fusou-ca.pem" by hand
      (the README's "Trust the CA" has each browser).
-  2. Point the browser at http://%s/proxy.pac ("automatic proxy configuration URL"),
-     or use %s as its HTTP and HTTPS proxy.
+  2. Point the browser at %s:
+     %s.
+     Firefox has its own: Settings → Network Settings → "Automatic proxy configuration URL".
+     Or use %s as the HTTP and HTTPS proxy.
   3. Give it your FUSOU session: the FUSOU app posts it, or see "fusou-proxy session set --help".
+  Stop it with Ctrl-C; it keeps whatever still waits to be uploaded.
 
-`, trustHint(), controlAddr, proxyAddr)
+`, dataDir, h.trust, pac, fmt.Sprintf(h.proxy, pac), proxyAddr)
 }
 
-// trustHint says where `ca install` puts the CA on this OS.
-func trustHint() string {
-	switch runtime.GOOS {
+// osHints are what the user-facing texts say differs between operating systems.
+type osHints struct {
+	dataDir string // the default data directory, as the OS's own docs would write it
+	proxy   string // where the PAC URL goes; %s is the URL
+	trust   string // where `ca install` puts the CA
+}
+
+// nextStepHints are goos's hints; any OS but Windows and macOS gets Linux's.
+func nextStepHints(goos string) osHints {
+	switch goos {
 	case "windows":
-		return "your Windows user's trusted roots (Windows asks you to confirm)"
+		return osHints{
+			dataDir: `%APPDATA%\` + datadir.DefaultName,
+			proxy:   `Windows Settings → Network & internet → Proxy → "Use setup script", script address %s (Edge and Chrome follow it)`,
+			trust:   "your Windows user's trusted roots (Windows asks you to confirm)",
+		}
 	case "darwin":
-		return "your login keychain (macOS asks for your password), and Firefox if certutil is installed (brew install nss)"
+		return osHints{
+			dataDir: "~/Library/Application Support/" + datadir.DefaultName,
+			proxy:   `System Settings → Network → your network → Details → Proxies → "Automatic proxy configuration", URL %s (Safari and Chrome follow it)`,
+			trust:   "your login keychain (macOS asks for your password), and Firefox if certutil is installed (brew install nss)",
+		}
 	}
-	return "Firefox's and Chrome/Chromium's certificate databases (needs certutil: apt install libnss3-tools)"
+	return osHints{
+		dataDir: "~/.config/" + datadir.DefaultName + " ($XDG_CONFIG_HOME/" + datadir.DefaultName + " when set)",
+		proxy:   "start Chromium with --proxy-pac-url=%s (or set it in your desktop's network proxy settings)",
+		trust:   "Firefox's and Chrome/Chromium's certificate databases (needs certutil: apt install libnss3-tools)",
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -19,7 +18,7 @@ func TestStartupFailuresAreOneLine(t *testing.T) {
 	busy := t.TempDir()
 	first := command(t, t.TempDir(), listenEnv, "run", "--log-format", "json", "--data-dir", busy)
 	_, wait := startRun(t, first)
-	defer func() { first.Process.Signal(syscall.SIGTERM); wait() }()
+	defer func() { interrupt(first.Process); wait() }()
 
 	// A data dir made with other mitm_hosts: its CA does not cover the default.
 	otherCA := t.TempDir()
