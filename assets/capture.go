@@ -81,7 +81,8 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Capture {
 		return nil
 	}
 	p.captures.busy()
-	if !CapturablePath(req.URL.Path) || !p.extensionAllowed(req.URL.Path) {
+	// The stand-in size and hash check the names: the rules NewAsset applies at commit.
+	if _, err := NewAsset(req.URL.Path, 1, zeroHash); err != nil || !p.extensionAllowed(req.URL.Path) {
 		p.stats.skipped.Add(1)
 		return nil
 	}
@@ -220,6 +221,7 @@ func (p *Pipeline) enqueue(c *capture) {
 	}
 	select {
 	case p.commits <- c:
+		p.queued.Add(1)
 	default:
 		p.queuedBytes.Add(-mem)
 		p.shed(c, "commit queue full")

@@ -2,31 +2,28 @@ package assets
 
 import (
 	"bytes"
-	"compress/gzip"
-	"context"
 	"fmt"
-	"hash/maphash"
+	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
-	"path/filepath"
+	"slices"
 	"testing"
 )
 
-// stream feeds body to a new capture in chunks of chunk bytes and finishes it with complete.
+// stream feeds body to a new capture of urlPath in chunks of chunk bytes, with no
+// Content-Length, and finishes it with complete.
 func (f *fixture) stream(t *testing.T, urlPath string, body []byte, chunk int, complete bool) {
 	t.Helper()
-	req := &http.Request{Method: http.MethodGet, URL: &url.URL{Scheme: "https", Host: "w01y.kancolle-server.com", Path: urlPath}}
-	sp := f.p.Start(req, &http.Response{StatusCode: 200, Header: http.Header{}})
-	if sp == nil {
+	c := f.p.Start(request(urlPath), &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: -1})
+	if c == nil {
 		t.Fatal("capture declined")
 	}
 	for off := 0; off < len(body); off += chunk {
-		if _, err := sp.Write(body[off:min(off+chunk, len(body))]); err != nil {
+		if _, err := c.Write(body[off:min(off+chunk, len(body))]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	sp.Finish(complete)
+	c.Finish(complete)
 }
 
 func randomBytes(seed uint64, n int) []byte {
@@ -35,7 +32,10 @@ func randomBytes(seed uint64, n int) []byte {
 	return b
 }
 
-func TestBodyLargerThanTheBufferIsSpooledAndUploaded(t *testing.T) {
+// bigPNG is a body too large for a capture's buffer: it is written to a draft as it streams.
+func bigPNG(i int) []byte { return append(png(i), bytes.Repeat([]byte{byte(i)}, maxMemoryBody)...) }
+
+func TestBodyLargerThanTheBufferGoesToADraftAndIsUploaded(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	cases := []struct {
 		path  string
@@ -54,156 +54,257 @@ func TestBodyLargerThanTheBufferIsSpooledAndUploaded(t *testing.T) {
 		eventually(t, "the upload of "+key, func() bool { return f.srv.UploadCount(key, sum(c.body)) == 1 })
 	}
 	eventually(t, "every entry's deletion", func() bool { return f.store.Stats().Count == 0 })
+	f.noStrayFiles(t)
 
-	// The same bytes again are known: no commit, no request.
+	// The same bytes again are known: no commit, no request, and the draft is gone.
 	f.srv.ResetCounters()
 	f.stream(t, cases[0].path, cases[0].body, cases[0].chunk, true)
-	if s := f.p.Stats(); s.Known != 1 || s.Committed != int64(len(cases)) {
-		t.Errorf("stats after a repeat = %+v, want 1 known and %d committed", s, len(cases))
+	eventually(t, "the repeat to be recognised", func() bool { return f.p.Stats().Known == 1 })
+	if s := f.p.Stats(); s.Committed != int64(len(cases)) || s.Shed != 0 {
+		t.Errorf("stats after a repeat = %+v, want %d committed", s, len(cases))
 	}
 	if n := f.srv.TotalRequests(); n != 0 {
 		t.Errorf("%d requests for a repeated asset, want 0", n)
 	}
+	f.noStrayFiles(t)
 }
 
+// A body the pipeline has (uploaded, so in the index, or pending in the store) is recognised by
+// its print at Finish and dropped there: counted known before Finish returns, never queued, and
+// no file is made for it. A body of the same size with other bytes is new.
 func TestRepeatedBodyIsRecognisedWithoutACommit(t *testing.T) {
-	for _, enc := range []string{"", "gzip"} {
-		t.Run("encoding="+enc, func(t *testing.T) {
-			f := newFixture(t, fixtureOpts{})
-			body := png(7)
-			f.capture("/kcs2/img/repeat.png", body, enc)
-			eventually(t, "the upload", func() bool { return f.srv.UploadCount("assets/kcs2/img/repeat.png", sum(body)) == 1 })
-			eventually(t, "the entry's deletion", func() bool { return f.store.Stats().Count == 0 })
-			for range 3 {
-				f.capture("/kcs2/img/repeat.png", body, enc)
-			}
-			// An encoded body is only known once decoded: without the print of its wire
-			// bytes, each repeat would be decoded into a new entry and deleted again.
-			if s := f.p.Stats(); s.Committed != 1 || s.Known != 3 {
-				t.Errorf("stats = %+v, want 1 committed and 3 known", s)
-			}
-			changed := png(8) // same size, new bytes: a new game version
-			f.capture("/kcs2/img/repeat.png", changed, enc)
-			eventually(t, "the new version's upload", func() bool { return f.srv.UploadCount("assets/kcs2/img/repeat.png", sum(changed)) == 1 })
-		})
-	}
-}
-
-func TestRecycledSpoolFileStartsEmpty(t *testing.T) {
-	f := newFixture(t, fixtureOpts{noRun: true}) // no spares made in the background yet
-	f.stream(t, "/kcs2/img/aborted.png", randomBytes(4, 3*maxMemoryBody), 16<<10, false)
-	if n := len(f.p.spares); n != 1 {
-		t.Fatalf("%d spare spool files after an aborted capture, want its file back", n)
-	}
-	if s := f.p.Stats(); s.Captured != 0 {
-		t.Errorf("an aborted capture was counted: %+v", s)
-	}
-	f.p.Run(context.Background())
-	t.Cleanup(func() { f.p.Close() })
-	// The next capture that needs a file gets the recycled one first (the spares are a FIFO).
-	body := randomBytes(5, 1000)
-	f.stream(t, "/kcs2/img/after.png", body, 300, true)
-	eventually(t, "the upload", func() bool { return f.srv.UploadCount("assets/kcs2/img/after.png", sum(body)) == 1 })
-	if err := f.p.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(mustGlob(t, filepath.Join(f.dir, "spool", "*"))); n != 0 {
-		t.Errorf("%d files left in the spool folder after Close", n)
+	for _, enc := range []string{"", "gzip", "deflate", "br"} {
+		for _, uploaded := range []bool{true, false} {
+			t.Run(fmt.Sprintf("encoding=%s/uploaded=%v", enc, uploaded), func(t *testing.T) {
+				f := newFixture(t, fixtureOpts{noSession: !uploaded})
+				const path, key = "/kcs2/img/repeat.png", "assets/kcs2/img/repeat.png"
+				body := png(7)
+				f.capture(path, body, enc)
+				if uploaded {
+					eventually(t, "the upload", func() bool { return f.srv.UploadCount(key, sum(body)) == 1 })
+					eventually(t, "the entry's deletion", func() bool { return f.store.Stats().Count == 0 })
+					f.noStrayFiles(t)
+				} else { // listed once synced, after the batch's prints are remembered
+					eventually(t, "the commit", func() bool { return len(f.store.List()) == 1 })
+				}
+				files := f.storeFiles(t)
+				for i := range 3 {
+					f.capture(path, body, enc)
+					// An encoded body is only known once decoded: without the print of its
+					// wire bytes, each repeat would be decoded again.
+					if s := f.p.Stats(); s.Known != int64(i+1) || s.Queued != 0 {
+						t.Fatalf("after repeat %d, stats = %+v, want %d known at Finish and none queued", i+1, s, i+1)
+					}
+					if got := f.storeFiles(t); !slices.Equal(got, files) {
+						t.Fatalf("store folder went from %q to %q for a repeat", files, got)
+					}
+				}
+				if s := f.p.Stats(); s.Committed != 1 {
+					t.Errorf("stats = %+v, want 1 committed", s)
+				}
+				changed := png(8) // same size, new bytes: a new game version
+				f.capture(path, changed, enc)
+				eventually(t, "the new version's commit", func() bool { return f.p.Stats().Committed == 2 })
+				if !f.store.Has(key, sum(changed)) && f.srv.UploadCount(key, sum(changed)) != 1 {
+					t.Error("the new version is neither pending nor uploaded")
+				}
+				if s := f.p.Stats(); s.Known != 3 {
+					t.Errorf("stats = %+v, want 3 known", s)
+				}
+			})
+		}
 	}
 }
 
 func TestEncodedBodyLargerThanTheBufferIsUploadedDecoded(t *testing.T) {
-	f := newFixture(t, fixtureOpts{})
-	body := randomBytes(6, 2*maxMemoryBody) // incompressible: the wire body spills too
-	var wire bytes.Buffer
-	zw := gzip.NewWriter(&wire)
-	zw.Write(body)
-	zw.Close()
-	req := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/kcs2/img/big.json"}}
-	sp := f.p.Start(req, &http.Response{StatusCode: 200, Header: http.Header{"Content-Encoding": {"gzip"}}})
-	for b := wire.Bytes(); len(b) > 0; b = b[min(len(b), 4096):] {
-		sp.Write(b[:min(len(b), 4096)])
+	for _, enc := range []string{"gzip", "br"} {
+		t.Run(enc, func(t *testing.T) {
+			f := newFixture(t, fixtureOpts{})
+			body := randomBytes(6, 2*maxMemoryBody) // incompressible: the wire body goes to a draft too
+			if !f.capture("/kcs2/img/big.json", body, enc) {
+				t.Fatal("capture declined")
+			}
+			eventually(t, "the decoded upload", func() bool { return f.srv.UploadCount("assets/kcs2/img/big.json", sum(body)) == 1 })
+			eventually(t, "the entry's deletion", func() bool { return f.store.Stats().Count == 0 })
+			f.noStrayFiles(t) // nor the wire body's draft
+		})
 	}
-	sp.Finish(true)
-	eventually(t, "the decoded upload", func() bool { return f.srv.UploadCount("assets/kcs2/img/big.json", sum(body)) == 1 })
 }
 
-// A body up to maxMemoryBody is kept in memory, with or without a Content-Length, and goes to
-// the spool journal: no spool file of its own. A Content-Length over it keeps the buffer at its
-// smallest and spills at once.
+// A body up to maxMemoryBody is kept in memory, in a buffer sized from the Content-Length or
+// grown as it streams; a longer one goes to a draft, at once when the Content-Length says so.
+// Either way the queued capture holds the body's bytes, and a draft's SHA-256 is computed as
+// it streams.
 func TestBufferFollowsContentLength(t *testing.T) {
 	f := newFixture(t, fixtureOpts{noRun: true})
-	req := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/kcs2/img/mid.png"}}
 	for _, tc := range []struct {
-		name    string
-		cl      int64
-		n       int
-		journal bool
-		maxCap  int
+		name   string
+		cl     int64
+		n      int
+		draft  bool
+		maxCap int
 	}{
-		{"500 KB, length sent", 500 << 10, 500 << 10, true, 512 << 10},
-		{"500 KB, chunked", -1, 500 << 10, true, 512 << 10},
-		{"just fits", maxMemoryBody, maxMemoryBody, true, maxMemoryBody},
-		{"8 MB, length sent", 8 << 20, 8 << 20, false, minBuffer},
-		{"2 MB, chunked", -1, 2 << 20, false, maxMemoryBody},
+		{"500 KB, length sent", 500 << 10, 500 << 10, false, 512 << 10},
+		{"500 KB, chunked", -1, 500 << 10, false, 512 << 10},
+		{"20 KB, length sent", 20 << 10, 20 << 10, false, 32 << 10},
+		{"just fits", maxMemoryBody, maxMemoryBody, false, maxMemoryBody},
+		{"8 MB, length sent", 8 << 20, 8 << 20, true, minBuffer},
+		{"2 MB, chunked", -1, 2 << 20, true, maxMemoryBody},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := f.p.Backlog()
-			sp := f.p.Start(req, &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: tc.cl})
+			c := f.p.Start(request("/kcs2/img/mid.png"), &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: tc.cl})
 			body := randomBytes(uint64(tc.n+int(tc.cl)), tc.n) // a body of its own per case
 			maxCap := 0
 			for off := 0; off < len(body); off += 16 << 10 {
-				sp.Write(body[off:min(off+16<<10, len(body))])
-				maxCap = max(maxCap, cap(sp.buf))
+				if _, err := c.Write(body[off:min(off+16<<10, len(body))]); err != nil {
+					t.Fatal(err)
+				}
+				if c.bufp != nil {
+					maxCap = max(maxCap, cap(*c.bufp))
+				}
 			}
-			spilled := sp.f != nil
-			sp.Finish(true)
-			if got := f.p.Backlog() - before; (got == 1) != tc.journal || spilled == tc.journal {
-				t.Errorf("journaled %d, spilled to a file %v; want journaled %v", got, spilled, tc.journal)
+			if (c.draft != nil) != tc.draft {
+				t.Errorf("written to a draft: %v, want %v", c.draft != nil, tc.draft)
 			}
 			if maxCap > tc.maxCap {
 				t.Errorf("buffer grew to %d bytes, want at most %d", maxCap, tc.maxCap)
 			}
+			c.Finish(true)
+			if n := len(f.p.commits); n != 1 {
+				t.Fatalf("%d captures queued, want 1", n)
+			}
+			q := <-f.p.commits
+			defer q.release()
+			got := q.bufp
+			if q.draft != nil {
+				if q.hash != sum(body) {
+					t.Errorf("draft's hash = %s, want the body's %s", q.hash, sum(body))
+				}
+				r, err := q.draft.Reader()
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := io.ReadAll(r)
+				r.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = &b
+			}
+			if got == nil || !bytes.Equal(*got, body) || q.size != int64(len(body)) {
+				t.Errorf("the queued capture does not hold the body's %d bytes", len(body))
+			}
 		})
-	}
-	// The journaled bytes are the bodies.
-	for _, want := range []int64{(500 << 10) * 2, 500<<10 - 1, 2 * maxMemoryBody} {
-		c, ok := f.p.popBacklog()
-		if !ok {
-			t.Fatal("journal has fewer records than captures")
-		}
-		if b, err := c.rec.ReadBody(nil); err != nil || !bytes.Equal(b, randomBytes(uint64(want), int(c.size))) {
-			t.Errorf("journaled body of %d bytes does not match: %v", c.size, err)
-		}
 	}
 }
 
-// A path reads as seen from its second capture on, until another path takes its slot; then
-// it reads as unseen once (its capture is printed by a drainer) and is remembered again.
-func TestSawPath(t *testing.T) {
+// A capture the client aborted (Finish(false)) is not counted and leaves nothing: its buffer
+// goes back, its draft is removed at once.
+func TestAbortedCaptureLeavesNothing(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
-	p := f.p
-	first := "/kcs2/img/a.png"
-	if p.sawPath(first) {
-		t.Fatal("a new path reads as seen")
-	}
-	if !p.sawPath(first) {
-		t.Fatal("a path captured before reads as unseen")
-	}
-	slot := func(s string) uint64 { return (maphash.String(p.pathSeed, s) | 1) % pathSlots }
-	var rival string
-	for i := 0; rival == ""; i++ { // about pathSlots tries
-		if s := fmt.Sprintf("/kcs2/img/b%d.png", i); slot(s) == slot(first) {
-			rival = s
+	for i, body := range [][]byte{png(1), randomBytes(4, 3*maxMemoryBody)} {
+		path := fmt.Sprintf("/kcs2/img/aborted/%d.png", i)
+		f.stream(t, path, body, 16<<10, false)
+		if files := f.storeFiles(t); len(files) != 0 {
+			t.Errorf("an aborted capture of %d bytes left %q", len(body), files)
 		}
 	}
-	if p.sawPath(rival) {
-		t.Fatal("a new path sharing a slot reads as seen")
+	if s := f.p.Stats(); s.Captured != 0 || s.Queued != 0 {
+		t.Errorf("aborted captures were counted or queued: %+v", s)
 	}
-	if p.sawPath(first) {
-		t.Error("a path whose slot another took reads as seen")
+	// The pipeline carries on.
+	body := randomBytes(5, 1000)
+	f.stream(t, "/kcs2/img/after.png", body, 300, true)
+	eventually(t, "the upload", func() bool { return f.srv.UploadCount("assets/kcs2/img/after.png", sum(body)) == 1 })
+}
+
+// A capture whose draft cannot be written whole (a body that decodes past max_asset_bytes, or
+// does not decode) is shed by the committer, and its drafts are removed.
+func TestFailedDraftLeavesNothing(t *testing.T) {
+	f := newFixture(t, fixtureOpts{maxAssetBytes: 64 << 10})
+	bomb, _ := encode("gzip", make([]byte, 1<<20)) // 1 MiB of zeros in a few KB
+	bigBomb, _ := encode("gzip", append(randomBytes(9, 2*maxMemoryBody), make([]byte, 1<<20)...))
+	garbled, _ := encode("gzip", randomBytes(10, 3000))
+	garbled[len(garbled)/2] ^= 0xff
+	cases := []struct {
+		name string
+		wire []byte
+	}{
+		{"decodes past the limit, in memory", bomb},
+		{"decodes past the limit, wire body in a draft", bigBomb},
+		{"corrupt", garbled},
 	}
-	if !p.sawPath(first) {
-		t.Error("a path does not read as seen again after it got its slot back")
+	for i, c := range cases {
+		r := f.p.Start(request(fmt.Sprintf("/kcs2/img/fail/%d.png", i)),
+			&http.Response{StatusCode: 200, Header: http.Header{"Content-Encoding": {"gzip"}}, ContentLength: -1})
+		for b := c.wire; len(b) > 0; b = b[min(len(b), 4096):] {
+			r.Write(b[:min(len(b), 4096)])
+		}
+		r.Finish(true)
+	}
+	eventually(t, "every capture shed", func() bool { return f.p.Stats().Shed == int64(len(cases)) })
+	if s := f.p.Stats(); s.Committed != 0 || s.Captured != int64(len(cases)) {
+		t.Errorf("stats = %+v, want %d captured and shed, none committed", s, len(cases))
+	}
+	f.noStrayFiles(t)
+	if n := f.logs.FilterMessage("capture not committed").Len(); n != len(cases) {
+		t.Errorf("%d 'capture not committed' lines, want %d", n, len(cases))
+	}
+}
+
+// A capture that cannot open its draft (the store closed under it) stops without failing the
+// client, is not counted, and leaves nothing.
+func TestCaptureStopsWhenItsDraftFails(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noRun: true})
+	c := f.p.Start(request("/kcs2/img/closed.png"), &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: -1})
+	body := bigPNG(3)
+	if _, err := c.Write(body[:1000]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(body[1000:]); err == nil {
+		t.Error("a write that needs a draft of a closed store succeeded")
+	}
+	c.Finish(true)
+	if s := f.p.Stats(); s.Captured != 0 || s.Queued != 0 {
+		t.Errorf("a stopped capture was counted or queued: %+v", s)
+	}
+	if files := f.storeFiles(t); len(files) != 0 {
+		t.Errorf("a stopped capture left %q", files)
+	}
+	if n := f.logs.FilterMessage("capture stopped: write failed").Len(); n != 1 {
+		t.Errorf("%d 'capture stopped' lines, want 1", n)
+	}
+}
+
+// A path that passes the proxy's checks but is no asset (".." inside a name: the server refuses
+// it) is never committed, makes no request and leaves nothing, however long its body.
+func TestInvalidAssetPathLeavesNothing(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	bodies := [][]byte{png(1), bigPNG(2)}
+	for i, body := range bodies {
+		f.capture(fmt.Sprintf("/kcs2/img/a..%d.png", i), body, "")
+	}
+	eventually(t, "both captures dropped", func() bool { s := f.p.Stats(); return s.Skipped+s.Shed == int64(len(bodies)) })
+	if s := f.p.Stats(); s.Committed != 0 || s.Known != 0 {
+		t.Errorf("stats = %+v, want nothing committed", s)
+	}
+	if n := f.srv.TotalRequests(); n != 0 {
+		t.Errorf("%d requests for an invalid asset", n)
+	}
+	f.noStrayFiles(t)
+}
+
+// A path NewAsset refuses (here a ".." inside a name) is declined at Start, before a byte is
+// buffered: counted skipped, never queued.
+func TestInvalidAssetPathIsSkippedAtStart(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noRun: true})
+	if f.capture("/kcs2/img/a..b.png", png(1), "") {
+		t.Error("Start took a path NewAsset refuses")
+	}
+	if s := f.p.Stats(); s.Skipped != 1 || s.Queued != 0 || s.Captured != 0 {
+		t.Errorf("stats = %+v, want 1 skipped, none queued", s)
 	}
 }

@@ -32,7 +32,7 @@ import (
 // within maxHold and a batch's writes. Only a flood of new assets, faster than a game ever
 // loads them, is shed: the disk work for all of them would cost more CPU than proxying them.
 const (
-	maxHold       = 300 * time.Millisecond
+	maxHold       = 250 * time.Millisecond
 	maxBusyBatch  = 512
 	maxBusyQueued = 1024
 	maxUnsynced   = 4096
@@ -102,9 +102,23 @@ func (p *Pipeline) drain(n int) []*capture {
 	return out
 }
 
-// commitBatch writes a batch of captures to the store as entries, not yet synced. Each is
-// hashed (and decoded) into a draft first, in parallel, and dropped if the pipeline has it.
+// commitChunk is how many captures are written to the store at once: small enough that the
+// first of a large batch are on disk soon, on a platform where each file costs milliseconds.
+const commitChunk = 32
+
+// commitBatch writes a batch of captures to the store as entries, not yet synced, in chunks.
 func (p *Pipeline) commitBatch(batch []*capture) {
+	for len(batch) > 0 {
+		n := min(len(batch), commitChunk)
+		p.commitChunk(batch[:n])
+		p.queued.Add(-int64(n))
+		batch = batch[n:]
+	}
+}
+
+// commitChunk writes captures to the store as entries. Each is hashed (and decoded) into a
+// draft first, in parallel, and dropped if the pipeline has it.
+func (p *Pipeline) commitChunk(batch []*capture) {
 	drafts := make([]*pending.Draft, len(batch))
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
@@ -151,13 +165,13 @@ func (p *Pipeline) sync() {
 	}
 }
 
-// queueUpload hands a committed entry to the upload workers, or leaves it for a retry pass
-// when they are behind.
+// queueUpload hands a committed entry to the upload workers; when their queue is full it
+// stays in the store, for a worker's refill or a retry pass.
 func (p *Pipeline) queueUpload(id string) {
 	select {
 	case p.uploads <- id:
 	default:
-		p.log.Debug("upload queue full; entry waits for a retry pass", zap.String("id", id))
+		p.overflow.Store(true)
 	}
 }
 

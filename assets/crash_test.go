@@ -33,8 +33,9 @@ func TestCrashChild(t *testing.T) {
 	}
 	sess := &SessionHolder{} // no session: everything stays pending, nothing leaves the machine
 	up, _ := NewUploader(UploaderOptions{Endpoint: "http://127.0.0.1:1/api/asset-sync/upload", Session: sess})
-	p, err := NewPipeline(PipelineOptions{Store: st, Uploader: up, Session: sess, SpoolDir: filepath.Join(dir, "spool"),
-		Endpoint: "http://127.0.0.1:1/api/asset-sync/upload", Settings: Settings{Enable: true, Extensions: []string{"png"}}})
+	p, err := NewPipeline(PipelineOptions{Store: st, Uploader: up, Session: sess, Workers: 1, QueueSize: 16,
+		MaxAssetBytes: MaxAssetBytes, Endpoint: "http://127.0.0.1:1/api/asset-sync/upload",
+		Settings: Settings{Enable: true, Extensions: []string{"png"}}})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)

@@ -61,7 +61,9 @@ type Pipeline struct {
 	stats    counters
 
 	commits     chan *capture // finished captures waiting for the committer
+	queued      atomic.Int64  // captures queued or being written: Stats.Queued
 	queuedBytes atomic.Int64  // the memory their bodies hold
+	overflow    atomic.Bool   // committed entries did not fit in uploads; the store has them
 	uploads     chan string   // ids of committed entries waiting for a worker
 	printSeed   maphash.Seed  // seeds bodyPrint sums; made at random for each process
 	prints      printCache    // what recently committed bodies are, by their print
@@ -127,6 +129,7 @@ func (p *Pipeline) Close() error {
 	if p.cancel == nil { // never run: release what waits in the queue
 		for len(p.commits) > 0 {
 			(<-p.commits).release()
+			p.queued.Add(-1)
 		}
 		return nil
 	}
@@ -135,13 +138,21 @@ func (p *Pipeline) Close() error {
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		// A capture that raced the committer's last look at the queue.
+		for len(p.commits) > 0 {
+			c := <-p.commits
+			p.queued.Add(-1)
+			p.shed(c, "shutting down")
+		}
 		return nil
 	case <-time.After(ShutdownGrace):
 		return fmt.Errorf("close pipeline: still busy after %s", ShutdownGrace)
 	}
 }
 
-// worker uploads the entries the committer queues, logging why one stays pending.
+// worker uploads the entries the committer queues, logging why one stays pending. When more
+// were committed than the queue held, a worker that empties it after a success queues the
+// rest from the store.
 func (p *Pipeline) worker(ctx context.Context) {
 	defer p.wg.Done()
 	for {
@@ -160,6 +171,18 @@ func (p *Pipeline) worker(ctx context.Context) {
 				p.log.Debug("Saved pending upload due to "+d.Reason,
 					zap.String("id", e.ID), zap.String("key", e.Context.Key), zap.Stringer("class", d.Class))
 			}
+			if d.Class == Success && !d.Held && len(p.uploads) == 0 && p.overflow.Swap(false) {
+				p.refill()
+			}
+		}
+	}
+}
+
+// refill queues the entries never tried yet, oldest first, as many as the queue takes.
+func (p *Pipeline) refill() {
+	for _, e := range p.store.List() {
+		if e.AttemptCount == 0 {
+			p.queueUpload(e.ID)
 		}
 	}
 }
@@ -284,7 +307,7 @@ type Stats struct {
 func (p *Pipeline) Stats() Stats {
 	c := &p.stats
 	return Stats{c.captured.Load(), c.shed.Load(), c.skipped.Load(), c.known.Load(), c.committed.Load(),
-		c.uploaded.Load(), c.failed.Load(), c.rejected.Load(), c.auth.Load(), int64(len(p.commits))}
+		c.uploaded.Load(), c.failed.Load(), c.rejected.Load(), c.auth.Load(), p.queued.Load()}
 }
 
 // contextOf is an asset as the pending store records it.

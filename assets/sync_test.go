@@ -2,24 +2,30 @@ package assets
 
 import (
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/fusou-proxy/fusou-proxy/assets/assettest"
 	"github.com/fusou-proxy/fusou-proxy/pending"
+	"github.com/fusou-proxy/fusou-proxy/retry"
 )
 
 // fixture is a pipeline wired to a real store and the FUSOU API fake.
@@ -34,11 +40,12 @@ type fixture struct {
 
 type fixtureOpts struct {
 	noSession bool
-	workers   int
+	workers   int // 0 means 2
 	index     bool
-	noRun     bool
-	// maxSpoolBytes is PipelineOptions.MaxSpoolBytes.
-	maxSpoolBytes int64
+	// noRun leaves the pipeline not running: captures wait in the commit queue.
+	noRun bool
+	// maxAssetBytes is PipelineOptions.MaxAssetBytes; 0 means MaxAssetBytes.
+	maxAssetBytes int64
 }
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
@@ -68,44 +75,79 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 			t.Fatal(err)
 		}
 	}
+	if o.workers == 0 {
+		o.workers = 2
+	}
+	if o.maxAssetBytes == 0 {
+		o.maxAssetBytes = MaxAssetBytes
+	}
 	p, err := NewPipeline(PipelineOptions{Store: st, Uploader: up, Index: ix, Session: sess,
-		SpoolDir: filepath.Join(dir, "spool"), Endpoint: srv.UploadEndpoint, Workers: o.workers,
-		MaxSpoolBytes: o.maxSpoolBytes,
-		Settings:      Settings{Enable: true, Extensions: []string{"png", "jpg", "json"}}, Logger: log})
+		Endpoint: srv.UploadEndpoint, Workers: o.workers, QueueSize: 256, MaxAssetBytes: o.maxAssetBytes,
+		Settings: Settings{Enable: true, Extensions: []string{"png", "jpg", "json"}}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Registered after the store's: the pipeline closes first. A pipeline never run releases
+	// its queue, closing the drafts (Windows cannot remove the folder with a file open).
+	t.Cleanup(func() { p.Close() })
 	if !o.noRun {
 		p.Run(context.Background())
-		t.Cleanup(func() { p.Close() })
 	}
 	return &fixture{srv: srv, store: st, session: sess, p: p, logs: logs, dir: dir}
 }
 
-// capture feeds one response through the pipeline as the proxy would; it reports whether
-// the pipeline took it.
-func (f *fixture) capture(urlPath string, body []byte, encoding string) bool {
-	req := &http.Request{Method: http.MethodGet, URL: &url.URL{Scheme: "https", Host: "w01y.kancolle-server.com", Path: urlPath}}
-	resp := &http.Response{StatusCode: 200, Header: http.Header{}}
-	wire := body
-	if encoding == "gzip" {
-		var b bytes.Buffer
-		zw := gzip.NewWriter(&b)
-		zw.Write(body)
-		zw.Close()
-		wire = b.Bytes()
-		resp.Header.Set("Content-Encoding", "gzip")
+// request is a GET of urlPath on the game server.
+func request(urlPath string) *http.Request {
+	return &http.Request{Method: http.MethodGet, URL: &url.URL{Scheme: "https", Host: "w01y.kancolle-server.com", Path: urlPath}}
+}
+
+// encode returns body as the server sends it with encoding ("" for identity; "deflate-raw" is
+// deflate without its zlib wrapper, as some servers send it) and the Content-Encoding.
+func encode(encoding string, body []byte) (wire []byte, header string) {
+	var b bytes.Buffer
+	var w interface {
+		Write([]byte) (int, error)
+		Close() error
 	}
-	sp := f.p.Start(req, resp)
-	if sp == nil {
+	header = encoding
+	switch encoding {
+	case "":
+		return body, ""
+	case "gzip":
+		w = gzip.NewWriter(&b)
+	case "deflate":
+		w = zlib.NewWriter(&b)
+	case "deflate-raw":
+		w, _ = flate.NewWriter(&b, flate.DefaultCompression)
+		header = "deflate"
+	case "br":
+		w = brotli.NewWriter(&b)
+	default:
+		panic("unknown encoding " + encoding)
+	}
+	w.Write(body) // a bytes.Buffer takes everything
+	w.Close()
+	return b.Bytes(), header
+}
+
+// capture feeds one response through the pipeline as the proxy would, body encoded with
+// encoding (see encode) and sent in 4 KB chunks; it reports whether the pipeline took it.
+func (f *fixture) capture(urlPath string, body []byte, encoding string) bool {
+	wire, header := encode(encoding, body)
+	resp := &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: -1}
+	if header != "" {
+		resp.Header.Set("Content-Encoding", header)
+	}
+	c := f.p.Start(request(urlPath), resp)
+	if c == nil {
 		return false
 	}
-	for len(wire) > 0 { // in chunks, as a body streams
+	for len(wire) > 0 {
 		n := min(len(wire), 4096)
-		sp.Write(wire[:n])
+		c.Write(wire[:n])
 		wire = wire[n:]
 	}
-	sp.Finish(true)
+	c.Finish(true)
 	return true
 }
 
@@ -131,6 +173,52 @@ func png(i int) []byte {
 	return []byte(fmt.Sprintf("\x89PNG fake image number %d %s", i, bytes.Repeat([]byte{byte(i)}, 300)))
 }
 
+// storeFiles lists the files in the store folder but its lock, sorted: the .bin and .json of
+// each entry, and whatever a capture left behind (a draft, a temp file).
+func (f *fixture) storeFiles(t testing.TB) []string {
+	t.Helper()
+	des, err := os.ReadDir(f.store.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, de := range des {
+		if !de.IsDir() && de.Name() != ".lock" {
+			out = append(out, de.Name())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// entryFiles is what storeFiles should list for the store's entries and nothing else.
+func (f *fixture) entryFiles(t testing.TB) []string {
+	t.Helper()
+	var out []string
+	for _, e := range f.store.List() {
+		out = append(out, e.ID+".bin", e.ID+".json")
+	}
+	slices.Sort(out)
+	return out
+}
+
+// noStrayFiles waits until the store folder holds its entries' files and nothing else (an
+// entry leaves the index before its files are removed), and fails t if that does not happen.
+func (f *fixture) noStrayFiles(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got, want := f.storeFiles(t), f.entryFiles(t)
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store folder holds %q, want only the entries' files %q", got, want)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 func TestCaptureIsCommittedThenUploaded(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	body := png(1)
@@ -139,15 +227,14 @@ func TestCaptureIsCommittedThenUploaded(t *testing.T) {
 	}
 	eventually(t, "the upload", func() bool { return f.srv.UploadCount("assets/kcs2/img/title/01.png", sum(body)) == 1 })
 	eventually(t, "the entry's deletion", func() bool { return f.store.Stats().Count == 0 })
-	if s := f.p.Stats(); s.Captured != 1 || s.Committed != 1 || s.Uploaded != 1 {
+	if s := f.p.Stats(); s.Captured != 1 || s.Committed != 1 || s.Uploaded != 1 || s.Queued != 0 || s.Shed != 0 {
 		t.Errorf("stats = %+v", s)
 	}
 	if err := f.p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(mustGlob(t, filepath.Join(f.dir, "spool", "*"))); n != 0 {
-		t.Errorf("%d files left in the spool folder after Close", n)
-	}
+	f.noStrayFiles(t) // and there are no entries
+
 }
 
 func mustGlob(t testing.TB, pattern string) []string {
@@ -159,13 +246,65 @@ func mustGlob(t testing.TB, pattern string) []string {
 	return m
 }
 
+func TestNewPipelineWantsItsLimits(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noRun: true})
+	good := f.p.o
+	good.Index = nil
+	for name, edit := range map[string]func(*PipelineOptions){
+		"no workers":         func(o *PipelineOptions) { o.Workers = 0 },
+		"no queue":           func(o *PipelineOptions) { o.QueueSize = 0 },
+		"no max asset bytes": func(o *PipelineOptions) { o.MaxAssetBytes = 0 },
+		"no store":           func(o *PipelineOptions) { o.Store = nil },
+	} {
+		o := good
+		edit(&o)
+		if p, err := NewPipeline(o); err == nil {
+			p.Close()
+			t.Errorf("%s: NewPipeline accepted %+v", name, o)
+		}
+	}
+	p, err := NewPipeline(good)
+	if err != nil {
+		t.Fatalf("NewPipeline with every limit set: %v", err)
+	}
+	p.Close()
+}
+
+// The uploaded bytes are the resource itself (SPEC §4): every encoding the proxy can undo is
+// decoded, and the entry holds the decoded bytes.
 func TestEncodedBodyIsUploadedDecoded(t *testing.T) {
-	f := newFixture(t, fixtureOpts{})
-	body := []byte(`{"api_result":1,"ships":[1,2,3]}`)
-	f.capture("/kcs2/resources/world.json", body, "gzip")
-	eventually(t, "the upload of the decoded bytes", func() bool {
-		return f.srv.UploadCount("assets/kcs2/resources/world.json", sum(body)) == 1
-	})
+	for _, enc := range []string{"gzip", "deflate", "deflate-raw", "br"} {
+		t.Run(enc, func(t *testing.T) {
+			f := newFixture(t, fixtureOpts{noSession: true}) // the entry stays, to be read
+			body := []byte(`{"api_result":1,"ships":[1,2,3],"pad":"` + string(bytes.Repeat([]byte("x"), 5000)) + `"}`)
+			if wire, _ := encode(enc, body); bytes.Equal(wire, body) {
+				t.Fatal("the wire bytes are the body")
+			}
+			f.capture("/kcs2/resources/world.json", body, enc)
+			key := "assets/kcs2/resources/world.json"
+			eventually(t, "the commit", func() bool { return len(f.store.List()) == 1 })
+			e := f.store.List()
+			if len(e) != 1 || e[0].Context.FileSize != int64(len(body)) || e[0].Context.ContentType != "application/json" {
+				t.Fatalf("entries = %+v, want one of %d bytes", e, len(body))
+			}
+			r, err := f.store.Open(e[0].ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			r.Close()
+			if err != nil || !bytes.Equal(got, body) {
+				t.Errorf("entry holds %d bytes (%v), want the decoded %d", len(got), err, len(body))
+			}
+			f.session.Set(testSession(f.srv))
+			if d := f.p.Deliver(context.Background(), e[0], true); d.Class != Success {
+				t.Fatalf("deliver = %+v", d)
+			}
+			if n := f.srv.UploadCount(key, sum(body)); n != 1 {
+				t.Errorf("%d uploads of the decoded bytes, want 1", n)
+			}
+		})
+	}
 }
 
 func TestSkippedExtensionIsNotCaptured(t *testing.T) {
@@ -195,22 +334,26 @@ func TestNoSessionSendsNothingAndKeepsEverything(t *testing.T) {
 	if n := f.srv.TotalRequests(); n != 0 {
 		t.Fatalf("%d requests reached the API without a session", n)
 	}
+	for _, e := range f.store.List() {
+		if e.AttemptCount != 0 {
+			t.Errorf("no-session attempts must not count: %s has %d", e.ID, e.AttemptCount)
+		}
+	}
 	// A session arrives: delivering the pending entries (as a retry pass does) uploads all.
 	f.session.Set(testSession(f.srv))
 	for _, e := range f.store.List() {
-		if d := f.p.Deliver(context.Background(), e); d.Class != Success {
+		if d := f.p.Deliver(context.Background(), e, true); d.Class != Success || d.Outcome() != retry.Delivered {
 			t.Errorf("deliver %s = %+v", e.Context.Key, d)
 		}
 	}
 	if f.srv.Uploads() != 20 || f.store.Stats().Count != 0 {
 		t.Errorf("uploads %d, pending %d; want 20 and 0", f.srv.Uploads(), f.store.Stats().Count)
 	}
-	for _, e := range f.store.List() {
-		if e.AttemptCount != 0 {
-			t.Errorf("no-session attempts must not count: %s has %d", e.ID, e.AttemptCount)
-		}
-	}
 }
+
+// outcomeOf is what the retry service counts for each class of upload result.
+var outcomeOf = map[Class]retry.Outcome{Success: retry.Delivered, Auth: retry.Unauthorized,
+	Transient: retry.Failed, Permanent: retry.Rejected}
 
 // Each row of SPEC §5's table, at each stage, ends in the right place.
 func TestDeliverOutcomesByStage(t *testing.T) {
@@ -258,9 +401,12 @@ func TestDeliverOutcomesByStage(t *testing.T) {
 					// enough faults for the in-call retries and a stage-2 redo
 					f.srv.AddFaults(stage, fault, fault, fault, fault)
 				}
-				d := f.p.Deliver(context.Background(), e)
+				d := f.p.Deliver(context.Background(), e, true)
 				if d.Class != r.want.class {
 					t.Fatalf("class = %v (%s), want %v", d.Class, d.Reason, r.want.class)
+				}
+				if o, want := d.Outcome(), outcomeOf[r.want.class]; o != want {
+					t.Errorf("outcome = %v, want %v", o, want)
 				}
 				got, err := f.store.Get(e.ID)
 				if (err == nil) != r.want.pending {
@@ -294,7 +440,7 @@ func TestRetryAfterSetsTheDueTime(t *testing.T) {
 			fault := assettest.Fault{Status: 503, RetryAfter: c.header}
 			f.srv.AddFaults(assettest.Handshake, fault, fault, fault)
 			before := time.Now()
-			if d := f.p.Deliver(context.Background(), e); d.Class != Transient {
+			if d := f.p.Deliver(context.Background(), e, true); d.Class != Transient {
 				t.Fatalf("class = %v", d.Class)
 			}
 			got, _ := f.store.Get(e.ID)
@@ -310,11 +456,7 @@ func TestSameAssetCapturedConcurrentlyIsUploadedOnce(t *testing.T) {
 	body := png(42)
 	var wg sync.WaitGroup
 	for range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f.capture("/kcs2/img/common/same.png", body, "")
-		}()
+		wg.Go(func() { f.capture("/kcs2/img/common/same.png", body, "") })
 	}
 	wg.Wait()
 	eventually(t, "all 100 captures settled", func() bool {
@@ -324,6 +466,10 @@ func TestSameAssetCapturedConcurrentlyIsUploadedOnce(t *testing.T) {
 	if n := f.srv.Requests(assettest.Upload); n != 1 {
 		t.Errorf("%d stage-2 uploads for one asset captured 100 times, want 1", n)
 	}
+	if s := f.p.Stats(); s.Committed != 1 || s.Shed != 0 {
+		t.Errorf("stats = %+v, want 1 committed, the rest known", s)
+	}
+	f.noStrayFiles(t) // the duplicates' drafts are gone
 }
 
 func TestKnownKeyMakesNoRequestAndNewHashUploads(t *testing.T) {
@@ -344,18 +490,74 @@ func TestKnownKeyMakesNoRequestAndNewHashUploads(t *testing.T) {
 	eventually(t, "the new hash's upload", func() bool { return f.srv.UploadCount("assets/kcs2/img/known.png", sum(changed)) == 1 })
 }
 
+// A delivery that does not count (a forced retry pass sending an entry before it is due)
+// leaves the entry's attempts and due time as they were.
+func TestUncountedDeliveryRecordsNoAttempt(t *testing.T) {
+	f := newFixture(t, fixtureOpts{noRun: true})
+	body := png(4)
+	a, _ := NewAsset("/kcs2/img/early.png", int64(len(body)), sum(body))
+	e, _, err := f.store.Save(contextOf(a), f.srv.UploadEndpoint, nil, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fault := assettest.Fault{Status: 503, RetryAfter: "120"}
+	f.srv.AddFaults(assettest.Handshake, fault, fault, fault)
+	d := f.p.Deliver(context.Background(), e, false)
+	if d.Class != Transient || d.Outcome() != retry.Failed {
+		t.Fatalf("deliver = %+v, want a transient failure", d)
+	}
+	got, err := f.store.Get(e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AttemptCount != 0 || !got.NotBefore.IsZero() || got.LastError != "" {
+		t.Errorf("an uncounted delivery recorded attempts %d, not before %v, last error %q",
+			got.AttemptCount, got.NotBefore, got.LastError)
+	}
+}
+
+// Deliver's other outcomes, as the retry service sees them.
+func TestDeliveryOutcomes(t *testing.T) {
+	for _, c := range []struct {
+		d    Delivery
+		want retry.Outcome
+	}{
+		{Delivery{Held: true}, retry.Busy},
+		{Delivery{Class: Transient, Cancelled: true}, retry.Busy},
+		{Delivery{Dropped: true}, retry.Dropped},
+	} {
+		if got := c.d.Outcome(); got != c.want {
+			t.Errorf("%+v.Outcome() = %v, want %v", c.d, got, c.want)
+		}
+	}
+}
+
+// The live workers and a retry pass deliver through the same Deliver: an entry held by one is
+// left alone by the others, so it is sent once.
 func TestLiveAndRetryNeverUploadOneEntryAtOnce(t *testing.T) {
 	f := newFixture(t, fixtureOpts{noRun: true})
 	body := png(9)
 	a, _ := NewAsset("/kcs2/img/z.png", int64(len(body)), sum(body))
 	e, _, _ := f.store.Save(contextOf(a), f.srv.UploadEndpoint, nil, bytes.NewReader(body))
 	f.srv.AddFaults(assettest.Handshake, assettest.Fault{Delay: 300 * time.Millisecond})
+	svc := retry.New(retry.Options{Store: f.store, Settings: retry.Settings{Concurrency: 2},
+		Deliver: func(ctx context.Context, e pending.Entry, count bool) (retry.Outcome, string) {
+			d := f.p.Deliver(ctx, e, count)
+			return d.Outcome(), d.Reason
+		}})
+	svc.Start(context.Background())
+	t.Cleanup(svc.Stop)
 	var wg sync.WaitGroup
 	results := make([]Delivery, 8)
 	for i := range results {
-		wg.Add(1)
-		go func() { defer wg.Done(); results[i] = f.p.Deliver(context.Background(), e) }()
+		wg.Go(func() { results[i] = f.p.Deliver(context.Background(), e, true) })
 	}
+	wg.Go(func() {
+		_, seq := svc.Trigger("test", true)
+		if _, err := svc.Wait(context.Background(), seq); err != nil {
+			t.Error(err)
+		}
+	})
 	wg.Wait()
 	held, ok := 0, 0
 	for _, d := range results {
@@ -366,8 +568,11 @@ func TestLiveAndRetryNeverUploadOneEntryAtOnce(t *testing.T) {
 			ok++
 		}
 	}
-	if n := f.srv.Requests(assettest.Handshake); n != 1 || ok != 1 {
-		t.Errorf("%d handshakes, %d successes, %d held; want one upload, the rest held or already gone", n, ok, held)
+	if n := f.srv.Requests(assettest.Handshake); n != 1 || ok > 1 || f.srv.UploadCount(a.Key, a.ContentHash) != 1 {
+		t.Errorf("%d handshakes, %d live successes, %d held; want one upload, the rest held or already gone", n, ok, held)
+	}
+	if n := f.store.Stats().Count; n != 0 {
+		t.Errorf("%d entries left after the upload", n)
 	}
 }
 
@@ -389,8 +594,8 @@ func TestShutdownLeavesCommittedEntriesPending(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Close took %v with uploads in flight", d)
 	}
-	if n := f.store.Stats().Count; n != 5 {
-		t.Errorf("%d entries pending after shutdown, want all 5", n)
+	if n := f.store.Stats().Count; n != 5 || f.store.Unsynced() != 0 {
+		t.Errorf("%d entries pending after shutdown (%d unsynced), want all 5, synced", n, f.store.Unsynced())
 	}
 	for _, e := range f.store.List() {
 		if e.AttemptCount != 0 {
@@ -399,80 +604,5 @@ func TestShutdownLeavesCommittedEntriesPending(t *testing.T) {
 	}
 	if f.capture("/kcs2/img/late.png", png(99), "") {
 		t.Error("a closed pipeline took a capture")
-	}
-}
-
-// bigPNG is a body too large for a Spool's buffer: it streams to its own spool file and goes
-// through the commit queue, not the journal.
-func bigPNG(i int) []byte { return append(png(i), bytes.Repeat([]byte{byte(i)}, maxMemoryBody)...) }
-
-// runUntilDone fails the test if fn blocks for long.
-func runUntilDone(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { fn(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second): // 266 captures of 1 MiB take about 20 s under -race
-		t.Fatal(what + " blocked")
-	}
-}
-
-func TestCommitQueueFullShedsWithoutBlocking(t *testing.T) {
-	f := newFixture(t, fixtureOpts{noRun: true}) // no committer: the queue fills
-	runUntilDone(t, "captures on a full commit queue", func() {
-		for i := range DefaultQueueSize + 10 {
-			f.capture(fmt.Sprintf("/kcs2/img/q/%d.png", i), bigPNG(i), "")
-		}
-	})
-	if s := f.p.Stats(); s.Shed != 10 {
-		t.Errorf("shed = %d, want 10", s.Shed)
-	}
-	// One line for the burst (rate-limited), not ten.
-	if n := f.logs.FilterMessage("capture shed: commit queue full").Len(); n < 1 || n >= 10 {
-		t.Errorf("%d shed log lines for 10 sheds in a burst, want 1 (at most one a second)", n)
-	}
-	// The queued files, and the shed ones emptied and kept as spares for the next captures.
-	if n := len(mustGlob(t, filepath.Join(f.dir, "spool", "capture-*"))) - len(f.p.spares); n != DefaultQueueSize {
-		t.Errorf("%d spool files besides the spares, want %d", n, DefaultQueueSize)
-	}
-}
-
-// Small captures wait in the journal up to MaxSpoolBytes; past it they are shed, counted and
-// logged, without blocking the client.
-func TestSpoolFullShedsWithoutBlocking(t *testing.T) {
-	body := func(i int) []byte { return append(png(i), make([]byte, 700)...) } // ~1 KB
-	// Each takes a 4 KiB block of the journal: room for about 20.
-	f := newFixture(t, fixtureOpts{noRun: true, maxSpoolBytes: 80 << 10})
-	runUntilDone(t, "captures on a full spool", func() {
-		for i := range 40 {
-			f.capture(fmt.Sprintf("/kcs2/img/q/%d.png", i), body(i), "")
-		}
-	})
-	s := f.p.Stats()
-	if s.Shed < 15 || s.Shed > 25 || f.p.Backlog() != int(s.Captured-s.Shed) {
-		t.Errorf("40 captures of 1 KB (4 KiB records) into an 80 KiB spool: shed %d, waiting %d", s.Shed, f.p.Backlog())
-	}
-	if n := f.logs.FilterMessage("capture shed: spool full").Len(); n != 1 {
-		t.Errorf("%d 'spool full' lines, want 1", n)
-	}
-	// The ones taken are committed and uploaded once the pipeline runs.
-	f.p.Run(context.Background())
-	t.Cleanup(func() { f.p.Close() })
-	eventually(t, "the spooled captures uploaded", func() bool {
-		return f.p.Stats().Uploaded == s.Captured-s.Shed
-	})
-}
-
-func TestStaleSpoolFilesAreSweptAtStart(t *testing.T) {
-	dir := t.TempDir()
-	spool := filepath.Join(dir, "spool")
-	os.MkdirAll(spool, 0o700)
-	os.WriteFile(filepath.Join(spool, "capture-123"), []byte("half"), 0o600)
-	if err := sweepSpool(spool, zap.NewNop()); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(mustGlob(t, filepath.Join(spool, "*"))); n != 0 {
-		t.Errorf("%d stale spool files left", n)
 	}
 }
