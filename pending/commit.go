@@ -92,9 +92,29 @@ func (s *Store) Commit(drafts []*Draft) []Committed {
 		return out
 	}
 	defer s.life.RUnlock()
+	// The .json files are written at once, at most maxParallelSyncs: where a new file costs
+	// milliseconds (Windows), one after another would keep a batch's last captures waiting
+	// for the rest. Claims, room and renames then go in the batch's order, one at a time.
+	tmps := make([]string, len(drafts))
+	errs := make([]error, len(drafts))
+	sem := make(chan struct{}, maxParallelSyncs)
+	var wg sync.WaitGroup
 	for i, d := range drafts {
-		out[i] = s.commitOne(d)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			tmps[i], errs[i] = s.writeDraftMeta(d)
+		})
+	}
+	wg.Wait()
+	for i, d := range drafts {
+		if errs[i] == nil {
+			out[i] = s.place(d, tmps[i])
+		} else {
+			out[i].Err = errs[i]
+		}
 		if out[i].Err != nil {
+			out[i].Err = fmt.Errorf("commit %s: %w", d.Context.Key, out[i].Err)
 			d.Discard()
 			s.logSaveError(d.Context.Key, out[i].Err)
 		}
@@ -102,24 +122,17 @@ func (s *Store) Commit(drafts []*Draft) []Committed {
 	return out
 }
 
-// commitOne writes d's .json and indexes the entry, unsynced.
-func (s *Store) commitOne(d *Draft) Committed {
-	fail := func(err error) Committed { return Committed{Err: fmt.Errorf("commit %s: %w", d.Context.Key, err)} }
+// writeDraftMeta checks d and writes its .json to a temp file, returning the file's path.
+func (s *Store) writeDraftMeta(d *Draft) (string, error) {
 	if err := d.w.Close(); err != nil {
-		return fail(fmt.Errorf("close draft: %w", err))
+		return "", fmt.Errorf("close draft: %w", err)
 	}
 	if err := checkContext(d.Context); err != nil {
-		return fail(fmt.Errorf("%w: %v", ErrInvalid, err))
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if d.size != d.Context.FileSize {
-		return fail(fmt.Errorf("%w: %d bytes written, context says %d", ErrMismatch, d.size, d.Context.FileSize))
+		return "", fmt.Errorf("%w: %d bytes written, context says %d", ErrMismatch, d.size, d.Context.FileSize)
 	}
-	dup, release := s.reserve(d.Context.Key, d.Context.ContentHash)
-	if dup != nil {
-		_ = os.Remove(d.w.Name())
-		return Committed{Entry: dup.snapshotSafe(s)}
-	}
-	defer release()
 	m := d.meta
 	m.ID, m.TargetURL, m.Headers = d.id, d.TargetURL, d.Headers
 	m, err := s.currentMeta(m, d.Context)
@@ -129,31 +142,41 @@ func (s *Store) commitOne(d *Draft) Committed {
 	}
 	switch {
 	case err != nil:
-		return fail(fmt.Errorf("encode metadata: %w", err))
+		return "", fmt.Errorf("encode metadata: %w", err)
 	case len(data) > maxMetaBytes:
-		return fail(fmt.Errorf("%w: metadata is %d bytes, over the %d byte limit", ErrInvalid, len(data), maxMetaBytes))
+		return "", fmt.Errorf("%w: metadata is %d bytes, over the %d byte limit", ErrInvalid, len(data), maxMetaBytes)
 	}
-	if err := s.makeRoom(d.size, d.evict); err != nil {
-		return fail(err)
+	d.meta = m
+	return s.writeTempBytes(s.dir, data, false)
+}
+
+// place makes d an entry: it claims (key, hash), makes room, renames the .json written to tmp
+// into place and indexes the entry, unsynced. A draft of an asset an entry holds is dropped.
+func (s *Store) place(d *Draft, tmp string) Committed {
+	dup, release := s.reserve(d.Context.Key, d.Context.ContentHash)
+	if dup != nil {
+		_ = os.Remove(tmp)
+		_ = os.Remove(d.w.Name())
+		return Committed{Entry: dup.snapshotSafe(s)}
 	}
-	defer s.unreserveRoom(d.size)
-	tmp, err := s.writeTempBytes(s.dir, data, false)
+	defer release()
+	err := s.makeRoom(d.size, d.evict)
 	if err == nil {
+		defer s.unreserveRoom(d.size)
 		if err = os.Rename(tmp, s.path(d.id+".json")); err != nil {
-			_ = os.Remove(tmp)
 			err = fmt.Errorf("rename .json: %w", err)
 		}
 	}
 	if err != nil {
-		return fail(err)
+		_ = os.Remove(tmp)
+		return Committed{Err: err}
 	}
-	e := &entry{e: Entry{Meta: m, Context: d.Context}, unsynced: true}
+	e := &entry{e: Entry{Meta: d.meta, Context: d.Context}, unsynced: true}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.insertLocked(e)
 	s.unsynced = append(s.unsynced, e)
-	out := e.snapshot()
-	s.mu.Unlock()
-	return Committed{Entry: out, Created: true}
+	return Committed{Entry: e.snapshot(), Created: true}
 }
 
 // maxParallelSyncs bounds the files Sync flushes at once.
