@@ -33,7 +33,7 @@ func NewAsset(urlPath string, size int64, contentHash string) (Asset, error) {
 	}
 	rel := urlPath[1:]
 	a := Asset{
-		Key:          KeyPrefix + rel,
+		Key:          keyOf(urlPath),
 		RelativePath: rel,
 		FileName:     path.Base(rel),
 		ContentHash:  contentHash,
@@ -46,13 +46,17 @@ func NewAsset(urlPath string, size int64, contentHash string) (Asset, error) {
 	return a, nil
 }
 
+// keyOf is the key of a capturable urlPath (SPEC §4).
+func keyOf(urlPath string) string { return KeyPrefix + urlPath[1:] }
+
 // CapturablePath reports whether a decoded URL path may become a key (SPEC §4): it starts
-// with "/" and holds no "?", "#", NUL, CR, LF or backslash and no empty, "." or ".."
-// segment, so that each such path has a key of its own. An
+// with "/" and holds no "?", "#", NUL, CR, LF or backslash, no empty or "." segment and no
+// "..", which the server refuses anywhere in a key, so that each such path has a key of its
+// own. An
 // encoded "%3F" decodes to "?"; cutting there would file /a.js%3Fx.png under a.js's key, so
 // such paths are passed to the client untouched and never captured.
 func CapturablePath(p string) bool {
-	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#\\\x00\r\n") {
+	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#\\\x00\r\n") || strings.Contains(p, "..") {
 		return false
 	}
 	for seg := range strings.SplitSeq(p[1:], "/") {

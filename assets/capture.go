@@ -81,8 +81,7 @@ func (p *Pipeline) Start(req *http.Request, resp *http.Response) *Capture {
 		return nil
 	}
 	p.captures.busy()
-	// The stand-in size and hash check the names: the rules NewAsset applies at commit.
-	if _, err := NewAsset(req.URL.Path, 1, zeroHash); err != nil || !p.extensionAllowed(req.URL.Path) {
+	if !CapturablePath(req.URL.Path) || !p.extensionAllowed(req.URL.Path) {
 		p.stats.skipped.Add(1)
 		return nil
 	}
@@ -338,11 +337,11 @@ func (c *printCache) add(pr bodyPrint, id assetID) {
 }
 
 // has is the one place that decides whether a capture is new: it reports whether the asset
-// of urlPath with id is on the server (the index, which also holds this process's uploads)
-// or already pending.
+// of urlPath (capturable, as Start checked) with id is on the server (the index, which also
+// holds this process's uploads) or already pending.
 func (p *Pipeline) has(urlPath string, id assetID) bool {
-	a, err := NewAsset(urlPath, id.size, id.hash)
-	return err == nil && (p.index.Known(a.Key, a.ContentHash) || p.store.Has(a.Key, a.ContentHash))
+	key := keyOf(urlPath)
+	return p.index.Known(key, id.hash) || p.store.Has(key, id.hash)
 }
 
 // counters are the pipeline's statistics.

@@ -25,7 +25,7 @@ import (
 // The committer yields to the game as the uploads do (pace.go). While captures stream in fast it
 // holds what is queued for up to maxHold, then writes at most maxBusyBatch of it; the queue then
 // takes at most maxBusyQueued, and sheds the rest. It makes the written entries durable
-// (Store.Sync, an fsync per file) once the traffic is quiet, or when maxUnsynced wait. A game
+// (Store.Sync, an fsync per file) once the traffic is quiet, or maxSyncDelay after the last Sync. A game
 // start is a burst of hundreds of new assets in a fraction of a second on a fast link: they are
 // written just after it and synced after that, rather than compete for the CPU with the
 // responses the player waits for. A capture is on disk, safe from a crash of the process,
@@ -35,7 +35,7 @@ const (
 	maxHold       = 250 * time.Millisecond
 	maxBusyBatch  = 512
 	maxBusyQueued = 1024
-	maxUnsynced   = 4096
+	maxSyncDelay  = 10 * time.Second
 	// syncCheckEvery is how often the committer looks whether the traffic went quiet.
 	syncCheckEvery = 50 * time.Millisecond
 )
@@ -46,6 +46,10 @@ func (p *Pipeline) committer(ctx context.Context) {
 	defer p.wg.Done()
 	tick := time.NewTicker(syncCheckEvery)
 	defer tick.Stop()
+	lastSync := time.Now()
+	syncDue := func() bool {
+		return p.store.Unsynced() > 0 && (p.quiet() || time.Since(lastSync) >= maxSyncDelay)
+	}
 	for {
 		select {
 		case first := <-p.commits:
@@ -55,17 +59,15 @@ func (p *Pipeline) committer(ctx context.Context) {
 				limit = maxBusyBatch
 			}
 			p.commitBatch(append([]*capture{first}, p.drain(limit-1)...))
-			if p.quiet() || p.store.Unsynced() >= maxUnsynced {
-				p.sync()
-			}
 		case <-tick.C:
-			if p.quiet() && p.store.Unsynced() > 0 {
-				p.sync()
-			}
 		case <-ctx.Done():
 			p.commitBatch(p.drain(maxQueued))
 			p.sync()
 			return
+		}
+		if syncDue() {
+			p.sync()
+			lastSync = time.Now()
 		}
 	}
 }

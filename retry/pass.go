@@ -152,16 +152,21 @@ func (s *Service) Status() Status {
 // timer triggers a pass every interval while a session exists and some entry is due.
 func (s *Service) timer(ctx context.Context) {
 	defer s.wg.Done()
+	t := time.NewTimer(0)
+	defer t.Stop()
 	for {
-		t := time.NewTimer(s.currentSettings().Interval)
+		t.Stop()
+		var tick <-chan time.Time // nil, never ready, when the interval is 0: no timer
+		if d := s.currentSettings().Interval; d > 0 {
+			t.Reset(d)
+			tick = t.C
+		}
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
 		case <-s.wake: // settings changed: restart with the new interval
-			t.Stop()
 			continue
-		case <-t.C:
+		case <-tick:
 		}
 		if s.opts.HasSession() && s.anyDue() {
 			s.Trigger("timer", false)

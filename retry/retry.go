@@ -75,9 +75,10 @@ type pendingEntry = pending.Entry
 
 // Settings are the tunables that may change while the service runs (a config file edit).
 type Settings struct {
-	// Interval is the timer period and the backoff base. 0 means DefaultInterval.
+	// Interval is the timer period and the backoff base (interval_seconds). 0 turns the timer
+	// off and makes every entry due at once.
 	Interval time.Duration
-	// Concurrency is how many entries a pass uploads at once. 0 means DefaultConcurrency.
+	// Concurrency is how many entries a pass uploads at once (concurrency); at least 1.
 	Concurrency int
 	// TTL is the age at which an entry is discarded (expired); 0 means never.
 	TTL time.Duration
@@ -86,10 +87,8 @@ type Settings struct {
 	MaxAttempts int
 }
 
-// Defaults (SPEC §3).
+// The backoff's shape (SPEC §7); its base is Settings.Interval.
 const (
-	DefaultInterval    = 60 * time.Second
-	DefaultConcurrency = 2
 	// MaxBackoff caps the wait between attempts of one entry.
 	MaxBackoff = time.Hour
 	// Jitter is the spread of a backoff, ±20 %.
@@ -97,12 +96,7 @@ const (
 )
 
 func (s Settings) withDefaults() Settings {
-	if s.Interval <= 0 {
-		s.Interval = DefaultInterval
-	}
-	if s.Concurrency <= 0 {
-		s.Concurrency = DefaultConcurrency
-	}
+	s.Concurrency = max(s.Concurrency, 1)
 	return s
 }
 

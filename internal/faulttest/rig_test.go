@@ -156,7 +156,7 @@ func (r *rig) start() {
 		},
 		HasSession: func() bool { _, ok := r.session.Get(); return ok },
 		// The timer stays out of the way: the test triggers every pass itself.
-		Settings: retry.Settings{Interval: time.Hour, Concurrency: retry.DefaultConcurrency},
+		Settings: retry.Settings{Interval: time.Hour, Concurrency: 2},
 		Logger:   r.log,
 	})
 	r.retry.Start(context.Background())
