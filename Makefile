@@ -1,6 +1,6 @@
 # make test   the README's test command
 # make bench  fusou-proxy against nginx direct, plain goproxy and mitmproxy (bench/run.sh;
-#             installs nginx, hey and mitmproxy with apt; writes docs/bench/peers.md)
+#             installs nginx, hey and mitmproxy with apt; results under bench/out/)
 # make soak   fusou-proxy under mixed traffic and API faults for SOAK_MINUTES (default 30),
 #             failing if memory, goroutines or open files keep growing (bench/soak.sh)
 # make ab     the work tree's fusou-proxy against BENCH_A_REV's (default HEAD) and plain goproxy,

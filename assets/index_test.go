@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fusou-proxy/fusou-proxy/assets/assettest"
+	"github.com/fusou-proxy/fusou-proxy/internal/private/privatetest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -135,13 +136,7 @@ func TestIndexRefresh(t *testing.T) {
 	// The file: 0600, no token, and a reopened index knows it all, with
 	// the same cursor and the same rate limit.
 	path := filepath.Join(dir, "asset_index.json")
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
-	}
+	privatetest.WantPrivate(t, path) // 0600, or on Windows an ACL for the user only
 	b, _ := os.ReadFile(path)
 	for _, sec := range []string{sess.AccessToken, sess.RefreshToken, sess.DatasetToken} {
 		if strings.Contains(string(b), sec) {

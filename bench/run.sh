@@ -21,8 +21,8 @@
 #
 # Per run: requests/s, p50/p99 latency, the proxy's CPU time (from /proc/PID/stat, including
 # for fusou-proxy the commits and uploads it finishes after the run) and its peak RSS
-# (VmHWM, reset before each run). Results go to bench/out/<stamp>/results.csv, and the
-# tables between the markers of docs/bench/peers.md are rewritten (BENCH_DOC= to skip).
+# (VmHWM, reset before each run). Results go to bench/out/<stamp>/results.csv; with
+# BENCH_DOC=FILE the tables between the markers of FILE are rewritten too (bench/report.py).
 #
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (10s), BENCH_CONNS ("1 16 64"),
 # BENCH_CASES ("same distinct same-loadgen"),
@@ -41,7 +41,7 @@ CASES=${BENCH_CASES:-same distinct same-loadgen}
 VARIANTS=${BENCH_VARIANTS:-direct goproxy fusou fusou-nocapture mitmproxy}
 MAX_LOAD=${BENCH_MAX_LOAD:-1.5}
 LOAD_WAIT_MIN=${BENCH_LOAD_WAIT_MIN:-40}
-DOC=${BENCH_DOC-$REPO/docs/bench/peers.md}
+DOC=${BENCH_DOC-}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${BENCH_OUT:-$BENCH_DIR/out/$STAMP}
 CLK_TCK=$(getconf CLK_TCK)

@@ -25,7 +25,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// Benchmarks for docs/bench/proxy.md and docs/bench/proxy-pipeline.md. Run side by side in
+// Benchmarks for docs/bench/proxy.md and docs/BENCHMARKS.md. Run side by side in
 // one process:
 //
 //	go test -run '^$' -bench . -count 6 ./proxy/
