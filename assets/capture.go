@@ -28,29 +28,44 @@ const (
 	maxMemoryBody = 1 << 20
 )
 
-// bufferPools[i] holds buffers for bodies of up to minBuffer<<i bytes, up to maxMemoryBody.
-var bufferPools [7]sync.Pool
+// freeBuffers[i] keeps buffers for bodies of up to minBuffer<<i bytes, up to maxMemoryBody, at
+// most keptBytes of each size, across garbage collections (a sync.Pool is emptied by them): a
+// game start's hundreds of buffers are then not allocated, zeroed and collected afresh each
+// time, work that fell on the client's path.
+var freeBuffers [7]chan *[]byte
 
-// getBuffer returns an empty pooled buffer with room for at least size bytes (at most
-// maxMemoryBody).
+const keptBytes = 8 << 20
+
+func init() {
+	for i := range freeBuffers {
+		freeBuffers[i] = make(chan *[]byte, keptBytes/(minBuffer<<i))
+	}
+}
+
+// getBuffer returns an empty buffer with room for at least size bytes (at most maxMemoryBody).
 func getBuffer(size int) *[]byte {
 	i, c := 0, minBuffer
 	for c < size && c < maxMemoryBody {
 		i, c = i+1, c<<1
 	}
-	if bp, ok := bufferPools[i].Get().(*[]byte); ok {
+	select {
+	case bp := <-freeBuffers[i]:
 		return bp
+	default:
 	}
 	b := make([]byte, 0, c)
 	return &b
 }
 
-// putBuffer returns a buffer from getBuffer to its pool.
+// putBuffer keeps a buffer from getBuffer for reuse, or drops it when enough are kept.
 func putBuffer(bp *[]byte) {
 	*bp = (*bp)[:0]
-	for i := range bufferPools {
+	for i := range freeBuffers {
 		if cap(*bp) == minBuffer<<i {
-			bufferPools[i].Put(bp)
+			select {
+			case freeBuffers[i] <- bp:
+			default:
+			}
 			return
 		}
 	}
