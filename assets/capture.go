@@ -28,44 +28,29 @@ const (
 	maxMemoryBody = 1 << 20
 )
 
-// freeBuffers[i] keeps buffers for bodies of up to minBuffer<<i bytes, up to maxMemoryBody, at
-// most keptBytes of each size, across garbage collections (a sync.Pool is emptied by them): a
-// game start's hundreds of buffers are then not allocated, zeroed and collected afresh each
-// time, work that fell on the client's path.
-var freeBuffers [7]chan *[]byte
+// bufferPools[i] holds buffers for bodies of up to minBuffer<<i bytes, up to maxMemoryBody.
+var bufferPools [7]sync.Pool
 
-const keptBytes = 8 << 20
-
-func init() {
-	for i := range freeBuffers {
-		freeBuffers[i] = make(chan *[]byte, keptBytes/(minBuffer<<i))
-	}
-}
-
-// getBuffer returns an empty buffer with room for at least size bytes (at most maxMemoryBody).
+// getBuffer returns an empty pooled buffer with room for at least size bytes (at most
+// maxMemoryBody).
 func getBuffer(size int) *[]byte {
 	i, c := 0, minBuffer
 	for c < size && c < maxMemoryBody {
 		i, c = i+1, c<<1
 	}
-	select {
-	case bp := <-freeBuffers[i]:
+	if bp, ok := bufferPools[i].Get().(*[]byte); ok {
 		return bp
-	default:
 	}
 	b := make([]byte, 0, c)
 	return &b
 }
 
-// putBuffer keeps a buffer from getBuffer for reuse, or drops it when enough are kept.
+// putBuffer returns a buffer from getBuffer to its pool.
 func putBuffer(bp *[]byte) {
 	*bp = (*bp)[:0]
-	for i := range freeBuffers {
+	for i := range bufferPools {
 		if cap(*bp) == minBuffer<<i {
-			select {
-			case freeBuffers[i] <- bp:
-			default:
-			}
+			bufferPools[i].Put(bp)
 			return
 		}
 	}
