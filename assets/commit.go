@@ -22,15 +22,15 @@ import (
 	"github.com/fusou-proxy/fusou-proxy/pending"
 )
 
-// The committer yields to the game as the uploads do (pace.go). While captures stream in fast it
-// holds what is queued for up to maxHold, then writes at most maxBusyBatch of it; the queue then
-// takes at most maxBusyQueued, and sheds the rest. It makes the written entries durable
-// (Store.Sync, an fsync per file) once the traffic is quiet, or maxSyncDelay after the last Sync. A game
-// start is a burst of hundreds of new assets in a fraction of a second on a fast link: they are
-// written just after it and synced after that, rather than compete for the CPU with the
-// responses the player waits for. A capture is on disk, safe from a crash of the process,
-// within maxHold and a batch's writes. Only a flood of new assets, faster than a game ever
-// loads them, is shed: the disk work for all of them would cost more CPU than proxying them.
+// The committer yields to the game as the uploads do (pace.go). For the first maxHold of a run
+// of captures streaming in fast it holds what is queued, then writes it; from then on it writes
+// at most maxBusyBatch at a time while the run lasts, the queue takes at most maxBusyQueued and
+// sheds the rest. It makes the written entries durable (Store.Sync, an fsync per file) once the
+// traffic is quiet, or maxSyncDelay after the last Sync. A game start on a fast link is a burst
+// of hundreds of new assets in a fraction of a second: they are written just after it and synced
+// after that, rather than compete for the CPU with the responses the player waits for. A capture
+// is on disk, safe from a crash of the process, within maxHold and a batch's writes. Only a flood
+// of new assets, faster than a game ever loads them, is shed.
 const (
 	maxHold       = 250 * time.Millisecond
 	maxBusyBatch  = 512
@@ -53,7 +53,7 @@ func (p *Pipeline) committer(ctx context.Context) {
 	for {
 		select {
 		case first := <-p.commits:
-			p.hold(ctx, time.Now())
+			p.hold(ctx)
 			limit := maxQueued
 			if !p.quiet() {
 				limit = maxBusyBatch
@@ -72,9 +72,12 @@ func (p *Pipeline) committer(ctx context.Context) {
 	}
 }
 
-// hold waits, while captures stream in fast, until maxHold has passed since from or the queue
-// holds a batch.
-func (p *Pipeline) hold(ctx context.Context, from time.Time) {
+// hold waits while a burst of captures is young: until maxHold has passed since the captures
+// began to stream in fast, or the queue holds a batch. A burst shorter than that (a game start
+// on a fast link) is written after it; in a longer one the committer writes as fast as it can,
+// so that a capture is soon safe from a crash.
+func (p *Pipeline) hold(ctx context.Context) {
+	from := time.Unix(0, p.captures.busySince())
 	for !p.quiet() && time.Since(from) < maxHold && len(p.commits) < maxBusyBatch &&
 		p.queuedBytes.Load() < maxQueuedBytes/2 {
 		select {
@@ -122,7 +125,9 @@ func (p *Pipeline) commitBatch(batch []*capture) {
 // draft first, in parallel, and dropped if the pipeline has it.
 func (p *Pipeline) commitChunk(batch []*capture) {
 	drafts := make([]*pending.Draft, len(batch))
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	// More at once than there are cores: a draft is mostly waiting on a new file, which costs
+	// milliseconds where file creation is slow (Windows).
+	sem := make(chan struct{}, max(commitChunk/4, runtime.GOMAXPROCS(0)))
 	var wg sync.WaitGroup
 	for i, c := range batch {
 		p.queuedBytes.Add(-c.memory())

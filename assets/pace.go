@@ -36,6 +36,7 @@ type pacer struct {
 type activity struct {
 	window atomic.Int64 // the current busyWindow's number<<8 | the captures started in it (capped at busyCount)
 	last   atomic.Int64 // Unix ns of the last capture start at the busy rate; 0 for none yet
+	since  atomic.Int64 // Unix ns of the first capture start of the current busy run
 }
 
 // busy records a capture starting now.
@@ -51,17 +52,28 @@ func (a *activity) busyAt(now int64) {
 			n = 0
 		}
 		if n >= busyCount {
-			a.last.Store(now)
+			a.markBusy(now)
 			return
 		}
 		if a.window.CompareAndSwap(cur, w<<8|(n+1)) {
 			if n+1 >= busyCount {
-				a.last.Store(now)
+				a.markBusy(now)
 			}
 			return
 		}
 	}
 }
+
+// markBusy records a capture start at the busy rate at now, the start of a busy run when the
+// last one was quietAfter ago or more.
+func (a *activity) markBusy(now int64) {
+	if prev := a.last.Swap(now); now-prev >= int64(quietAfter) {
+		a.since.Store(now)
+	}
+}
+
+// busySince returns the Unix ns when the current busy run began.
+func (a *activity) busySince() int64 { return a.since.Load() }
 
 // lastBusy returns the Unix ns of the last capture start at the busy rate, 0 for none.
 func (a *activity) lastBusy() int64 { return a.last.Load() }
