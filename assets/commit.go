@@ -23,14 +23,15 @@ import (
 )
 
 // The committer yields to the game as the uploads do (pace.go). For the first maxHold of a run
-// of captures streaming in fast it holds what is queued, then writes it; from then on it writes
-// at most maxBusyBatch at a time while the run lasts, the queue takes at most maxBusyQueued and
-// sheds the rest. It makes the written entries durable (Store.Sync, an fsync per file) once the
-// traffic is quiet, or maxSyncDelay after the last Sync. A game start on a fast link is a burst
-// of hundreds of new assets in a fraction of a second: they are written just after it and synced
-// after that, rather than compete for the CPU with the responses the player waits for. A capture
-// is on disk, safe from a crash of the process, within maxHold and a batch's writes. Only a flood
-// of new assets, faster than a game ever loads them, is shed.
+// of captures streaming in fast it holds what is queued, then writes it; from then on, while the
+// run lasts, it writes at most maxBusyBatch at a time and rests between chunks (commitBatch),
+// and the queue takes at most maxBusyQueued and sheds the rest. It makes the written entries
+// durable (Store.Sync, an fsync per file) once the traffic is quiet, or maxSyncDelay after the
+// last Sync. A game start on a fast link is a burst of hundreds of new assets in a fraction of a
+// second: they are written just after it and synced after that, rather than compete for the CPU
+// with the responses the player waits for. A capture is on disk, safe from a crash of the
+// process, within maxHold and a batch's writes. Only a flood of new assets, faster than a game
+// ever loads them, is shed.
 const (
 	maxHold       = 250 * time.Millisecond
 	maxBusyBatch  = 512
@@ -58,10 +59,10 @@ func (p *Pipeline) committer(ctx context.Context) {
 			if !p.quiet() {
 				limit = maxBusyBatch
 			}
-			p.commitBatch(append([]*capture{first}, p.drain(limit-1)...))
+			p.commitBatch(ctx, append([]*capture{first}, p.drain(limit-1)...))
 		case <-tick.C:
 		case <-ctx.Done():
-			p.commitBatch(p.drain(maxQueued))
+			p.commitBatch(ctx, p.drain(maxQueued))
 			p.sync()
 			return
 		}
@@ -73,12 +74,13 @@ func (p *Pipeline) committer(ctx context.Context) {
 }
 
 // hold waits while a burst of captures is young: until maxHold has passed since the captures
-// began to stream in fast, or the queue holds a batch. A burst shorter than that (a game start
-// on a fast link) is written after it; in a longer one the committer writes as fast as it can,
-// so that a capture is soon safe from a crash.
+// began to stream in fast, or the queue is three quarters full (maxBusyQueued), or holds half
+// its bytes. A burst shorter than that (a game start on a fast link: 600 assets) is written
+// after it; in a longer one the committer writes at once, so that a capture is soon safe from
+// a crash.
 func (p *Pipeline) hold(ctx context.Context) {
 	from := time.Unix(0, p.captures.busySince())
-	for !p.quiet() && time.Since(from) < maxHold && len(p.commits) < maxBusyBatch &&
+	for !p.quiet() && time.Since(from) < maxHold && len(p.commits) < maxBusyQueued*3/4 &&
 		p.queuedBytes.Load() < maxQueuedBytes/2 {
 		select {
 		case <-ctx.Done():
@@ -111,13 +113,31 @@ func (p *Pipeline) drain(n int) []*capture {
 // first of a large batch are on disk soon, on a platform where each file costs milliseconds.
 const commitChunk = 32
 
+// maxRest bounds the committer's rest after a chunk while captures stream in fast (commitBatch).
+const maxRest = 10 * time.Millisecond
+
 // commitBatch writes a batch of captures to the store as entries, not yet synced, in chunks.
-func (p *Pipeline) commitBatch(batch []*capture) {
+// While captures stream in fast it rests after each chunk as long as the chunk took, up to
+// maxRest. Where the writes are CPU work (a new file costs tens of µs, as on Linux) they then
+// take at most half the committer's time and leave the CPU to the responses: a flood of new
+// assets beyond that fills the queue and is shed. Where a new file costs milliseconds
+// (Windows), a chunk takes far longer than maxRest and the commits slow only a little, so that
+// a capture is still on disk soon.
+func (p *Pipeline) commitBatch(ctx context.Context, batch []*capture) {
 	for len(batch) > 0 {
 		n := min(len(batch), commitChunk)
+		start := time.Now()
 		p.commitChunk(batch[:n])
 		p.queued.Add(-int64(n))
 		batch = batch[n:]
+		if !p.quiet() {
+			t := time.NewTimer(min(time.Since(start), maxRest))
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
 	}
 }
 

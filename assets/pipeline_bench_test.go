@@ -88,7 +88,7 @@ func BenchmarkCapture(b *testing.B) {
 		body := benchBody(b)
 		req := request("/kcs2/img/bench.png")
 		timed(f.p, req, body)
-		f.p.commitBatch([]*capture{<-f.p.commits}) // committed: pending, its print known
+		f.p.commitBatch(context.Background(), []*capture{<-f.p.commits}) // committed: pending, its print known
 		cpu = 0
 		b.SetBytes(benchAssetSize)
 		b.ReportAllocs()
@@ -138,7 +138,7 @@ func BenchmarkCommit(b *testing.B) {
 		}
 		pipe := func() {
 			start, cpu := time.Now(), processCPU()
-			f.p.commitBatch(batch)
+			f.p.commitBatch(context.Background(), batch)
 			if _, err := f.store.Sync(); err != nil {
 				b.Fatal(err)
 			}

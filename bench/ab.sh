@@ -8,7 +8,8 @@
 # build (each with its own data folder and session), and runs bench/loadgen against the three
 # in turn, the order rotating each round, many short rounds rather than a few long ones. After
 # each fusou-proxy run it waits until that build has committed and uploaded what it captured,
-# so that its deferred work does not land in the next run.
+# and before every run until the machine is idle (wait_idle), so that one run's deferred work
+# (the proxy's, or the kernel's writeback) does not land in the next.
 #
 # Prints one line per run (requests/s, p99, the proxy's CPU per request in the run's window)
 # and then, per build, the per-round ratios to goproxy and their median. Nothing is written to
@@ -69,6 +70,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < 3; i++)); do
     v=${vs[(i + r) % 3]}
     read -r pid port ca bin conf data ctl <<<"$(variant "$v")"
+    wait_idle
     c0=$(cpu_ticks "$pid")
     # shellcheck disable=SC2046 # load's flags are words
     "$WORK/bin/loadgen" -proxy "127.0.0.1:$port" -ca "$ca" $(load "r$r-$v-$RANDOM") >"$WORK/loadgen.out"

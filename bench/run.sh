@@ -50,9 +50,7 @@ need_pkgs nginx:nginx hey:hey mitmdump:mitmproxy openssl:openssl curl:curl pytho
 command -v go >/dev/null || die "go is not on PATH"
 
 mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/fusou-bench.XXXXXX)
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+make_work bench
 log "work dir $WORK, results in $OUT"
 
 build_tools

@@ -36,9 +36,7 @@ need_pkgs nginx:nginx openssl:openssl curl:curl python3:python3
 command -v go >/dev/null || die "go is not on PATH"
 
 mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/fusou-soak.XXXXXX)
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+make_work soak
 log "soak for $MINUTES min, work dir $WORK, results in $OUT"
 
 build_tools
