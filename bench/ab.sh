@@ -19,7 +19,8 @@
 # same: one asset repeated; gamestart: a game's start, GAME_START_ASSETS distinct assets of the
 # game's sizes over GAME_START_CONNS connections, timed to the last byte; gamestart-link: the same
 # with each connection served at GAME_START_LINK_RATE, as over a home link), BENCH_ROUNDS (6),
-# BENCH_DURATION (5s), BENCH_CONNS (16).
+# BENCH_DURATION (5s), BENCH_CONNS (16), BENCH_TMPDIR (where the data folders go; by default a
+# journaled ext4 of their own: see make_work in lib.sh).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
