@@ -1,8 +1,6 @@
 package pending
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -259,83 +257,6 @@ func (s *Store) Unsynced() int {
 	return len(s.unsynced)
 }
 
-// Save commits the bytes read from body as a new entry, durably, and returns it with
-// created=true: a draft, a Commit of one and a Sync. The bytes are streamed to disk, never held
-// whole in memory.
-//
-// If c.ContentHash is set, the bytes must match it and c.FileSize (else ErrMismatch), and when an
-// entry already holds (c.Key, c.ContentHash) that entry is returned with created=false without
-// reading body. If c.ContentHash is empty, both are computed from the bytes. Secret headers
-// (Authorization, Cookie, ...) are dropped.
-func (s *Store) Save(c Context, targetURL string, headers map[string]string, body io.Reader) (_ Entry, created bool, err error) {
-	return s.save(c, Meta{TargetURL: targetURL, Headers: headers}, body, true)
-}
-
-// save is Save of an entry whose metadata starts as tmpl (its times too, when set); evict says
-// whether the oldest entries may be evicted to make room, or ErrFull returned instead. Every
-// failure is logged.
-func (s *Store) save(c Context, tmpl Meta, body io.Reader, evict bool) (_ Entry, created bool, err error) {
-	logged := false // Commit logs its own failures
-	defer func() {
-		if err != nil && !logged {
-			err = fmt.Errorf("save %s: %w", c.Key, err)
-			s.logSaveError(c.Key, err)
-		}
-	}()
-	if c.Key == "" {
-		return Entry{}, false, fmt.Errorf("%w: context has no key", ErrInvalid)
-	}
-	known := c.ContentHash != ""
-	if known {
-		if err := checkContext(c); err != nil {
-			return Entry{}, false, fmt.Errorf("%w: %v", ErrInvalid, err)
-		}
-		if dup := s.holder(c.Key, c.ContentHash); dup != nil {
-			return dup.snapshotSafe(s), false, nil
-		}
-		// One byte more than promised is enough to tell a mismatch; a wrong size must not fill
-		// the disk.
-		body = io.LimitReader(body, c.FileSize+1)
-	}
-	d, err := s.NewDraft()
-	if err != nil {
-		return Entry{}, false, err
-	}
-	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(d, h), body); err != nil {
-		d.Discard()
-		return Entry{}, false, fmt.Errorf("write draft: %w", err)
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if known && (d.size != c.FileSize || sum != c.ContentHash) {
-		d.Discard()
-		return Entry{}, false, fmt.Errorf("%w: got %d bytes with sha256 %s, want %d bytes with %s",
-			ErrMismatch, d.size, sum, c.FileSize, c.ContentHash)
-	}
-	c.FileSize, c.ContentHash = d.size, sum
-	d.Context, d.TargetURL, d.Headers, d.evict = c, tmpl.TargetURL, tmpl.Headers, evict
-	if tmpl.CreatedAt != 0 {
-		d.meta.CreatedAt = tmpl.CreatedAt
-	}
-	r := s.Commit([]*Draft{d})[0]
-	if r.Err != nil || !r.Created {
-		logged = true
-		return r.Entry, r.Created, r.Err
-	}
-	if _, err := s.Sync(); err != nil {
-		// The entry stays, written: the next Sync (at the latest, Close) makes it durable.
-		return Entry{}, false, err
-	}
-	return r.Entry, true, nil
-}
-
-// holder returns the entry holding (key, hash), or nil.
-func (s *Store) holder(key, hash string) *entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.byKey[keyHash{key, hash}]
-}
-
 // reserve claims (key, hash) for one commit. If an entry already holds it, reserve returns that
 // entry; if another commit holds the claim, reserve waits for it to end and looks again.
 // Otherwise the caller must call release when its commit ends, done or not.
@@ -429,59 +350,6 @@ func (s *Store) unreserveRoom(size int64) {
 	s.reservedFiles--
 	s.reservedBytes -= size
 	s.mu.Unlock()
-}
-
-// discardLocked removes the files of v, then takes it out of the index (if makeRoom has not
-// already), and logs the discard; it reports whether the files are gone. v.io must be held;
-// discardLocked releases it.
-func (s *Store) discardLocked(v *entry, reason string) bool {
-	defer v.io.Unlock()
-	fields := []zap.Field{zap.String("id", v.e.ID), zap.String("key", v.e.Context.Key), zap.String("reason", reason)}
-	if err := s.removePair(v.e.ID); err != nil {
-		s.log.Error("Failed to discard pending upload", append(fields, zap.Error(err))...)
-		return false
-	}
-	s.mu.Lock()
-	s.removeLocked(v)
-	s.mu.Unlock()
-	s.log.Warn("Discarded pending upload", fields...)
-	return true
-}
-
-// removePair removes <id>.json, which ends the entry, then <id>.bin. The folder is not fsync'd: a
-// removal lost in a crash only brings the entry back, and its upload is then answered 409.
-func (s *Store) removePair(id string) error {
-	if err := removeIfExists(s.path(id + ".json")); err != nil {
-		return err
-	}
-	return removeIfExists(s.path(binName(id)))
-}
-
-// rewriteMeta atomically rewrites <id>.json, leaving the folder's fsync to the caller: temp file,
-// fsync, rename.
-func (s *Store) rewriteMeta(m Meta) error {
-	data, err := encodeMeta(m)
-	if err != nil {
-		return fmt.Errorf("encode metadata: %w", err)
-	}
-	tmp, err := s.writeTempBytes(s.dir, data, true)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, s.path(m.ID+".json")); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("rename temp file: %w", err)
-	}
-	return nil
-}
-
-// writeMeta atomically rewrites <id>.json.
-func (s *Store) writeMeta(m Meta) error {
-	data, err := encodeMeta(m)
-	if err != nil {
-		return fmt.Errorf("encode metadata: %w", err)
-	}
-	return s.replaceFile(s.dir, m.ID+".json", data)
 }
 
 // logSaveError logs a failed commit; the proxy carries on, so the log is the record.

@@ -288,3 +288,56 @@ func (s *Store) pickIdle() []*entry {
 	}
 	return out
 }
+
+// discardLocked removes the files of v, then takes it out of the index (if makeRoom has not
+// already), and logs the discard; it reports whether the files are gone. v.io must be held;
+// discardLocked releases it.
+func (s *Store) discardLocked(v *entry, reason string) bool {
+	defer v.io.Unlock()
+	fields := []zap.Field{zap.String("id", v.e.ID), zap.String("key", v.e.Context.Key), zap.String("reason", reason)}
+	if err := s.removePair(v.e.ID); err != nil {
+		s.log.Error("Failed to discard pending upload", append(fields, zap.Error(err))...)
+		return false
+	}
+	s.mu.Lock()
+	s.removeLocked(v)
+	s.mu.Unlock()
+	s.log.Warn("Discarded pending upload", fields...)
+	return true
+}
+
+// removePair removes <id>.json, which ends the entry, then <id>.bin. The folder is not fsync'd: a
+// removal lost in a crash only brings the entry back, and its upload is then answered 409.
+func (s *Store) removePair(id string) error {
+	if err := removeIfExists(s.path(id + ".json")); err != nil {
+		return err
+	}
+	return removeIfExists(s.path(binName(id)))
+}
+
+// rewriteMeta atomically rewrites <id>.json, leaving the folder's fsync to the caller: temp file,
+// fsync, rename.
+func (s *Store) rewriteMeta(m Meta) error {
+	data, err := encodeMeta(m)
+	if err != nil {
+		return fmt.Errorf("encode metadata: %w", err)
+	}
+	tmp, err := s.writeTempBytes(s.dir, data, true)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.path(m.ID+".json")); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("rename temp file: %w", err)
+	}
+	return nil
+}
+
+// writeMeta atomically rewrites <id>.json.
+func (s *Store) writeMeta(m Meta) error {
+	data, err := encodeMeta(m)
+	if err != nil {
+		return fmt.Errorf("encode metadata: %w", err)
+	}
+	return s.replaceFile(s.dir, m.ID+".json", data)
+}
