@@ -254,3 +254,35 @@ func TestBusyCommitterWritesAtMostABatch(t *testing.T) {
 	stop()
 	eventually(t, "every entry synced", func() bool { return len(f.store.List()) == n })
 }
+
+// A game start (600 new assets in a fraction of a second: fewer than three quarters of the busy
+// queue) is held for maxHold from the start of the fast run, so that it is written after the
+// burst rather than during it.
+func TestBusyCommitterHoldsAGameStart(t *testing.T) {
+	const n = 600
+	f := newFixture(t, fixtureOpts{noRun: true, noSession: true})
+	var once sync.Once
+	busy := keepBusy(&f.p.captures, 10*time.Millisecond)
+	stop := func() { once.Do(busy) }
+	t.Cleanup(stop)
+	for i := range n {
+		f.capture(fmt.Sprintf("/kcs2/img/start/%d.png", i), png(i), "")
+	}
+	since := time.Unix(0, f.p.captures.busySince())
+	if took := time.Since(since); took >= maxHold {
+		t.Skipf("queueing %d captures took %v, longer than the %v hold: nothing to tell", n, took, maxHold)
+	}
+	f.p.Run(context.Background())
+	deadline := time.Now().Add(60 * time.Second)
+	for f.p.Stats().Committed == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out: nothing committed")
+		}
+		runtime.Gosched()
+	}
+	if held := time.Since(since); held < maxHold {
+		t.Fatalf("the first entries were committed %v into the fast run; want none before %v", held, maxHold)
+	}
+	stop()
+	eventually(t, "every entry synced", func() bool { return len(f.store.List()) == n })
+}
