@@ -73,7 +73,9 @@ func newAssetServer(t *testing.T) *gameServer {
 	cert, certPEM := selfSigned(t, gameHost)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	// Connections first: a handler still writing to a killed proxy holds Close forever where
+	// the dead process's socket stays open, as seen once under wine (the OS closes it).
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
 	g := &gameServer{Server: srv, caFile: filepath.Join(t.TempDir(), "game-ca.pem")}
 	if err := os.WriteFile(g.caFile, certPEM, 0o600); err != nil {
 		t.Fatal(err)
@@ -229,7 +231,7 @@ func TestCrashKillUnderTraffic(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0))
 
 	game, api := newAssetServer(t), assettest.NewServer()
-	defer api.Close()
+	defer func() { api.CloseClientConnections(); api.Close() }() // as newAssetServer's cleanup
 	session := sessionJSON(api.NewSession())
 	in := startInstance(t, game, api, "")
 	tr := newTraffic()

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,7 +21,10 @@ func runCLI(t *testing.T, home string, args ...string) (int, string, string) {
 	cmd := command(t, home, nil, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	_ = cmd.Run()
+	var exit *exec.ExitError
+	if err := cmd.Run(); err != nil && !errors.As(err, &exit) {
+		t.Fatalf("fusou-proxy %s did not run: %v", strings.Join(args, " "), err)
+	}
 	return cmd.ProcessState.ExitCode(), out.String(), errb.String()
 }
 
