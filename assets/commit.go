@@ -237,7 +237,7 @@ func (p *Pipeline) draft(c *capture) *pending.Draft {
 		return nil
 	}
 	a, _ := NewAsset(c.urlPath, id.size, id.hash)
-	d.Context, d.TargetURL, d.Headers = contextOf(a), p.o.Endpoint, headersOf(a, p.o.Endpoint)
+	d.Context, d.TargetURL, d.Headers = contextOf(a), p.o.Endpoint, headersOf(a, p.origin)
 	return d
 }
 

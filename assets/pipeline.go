@@ -70,6 +70,7 @@ type Pipeline struct {
 	captures    activity      // how fast captures start: busy or quiet
 	pace        *pacer        // holds uploads back while captures stream in
 	lastShedLog atomic.Int64  // Unix ns of the last "capture shed" line
+	origin      string        // the Origin header recorded with each entry: o.Endpoint's, if it parses
 
 	closed atomic.Bool
 	cancel context.CancelFunc
@@ -100,6 +101,9 @@ func NewPipeline(o PipelineOptions) (*Pipeline, error) {
 		commits:   make(chan *capture, maxQueued),
 		uploads:   make(chan string, o.QueueSize),
 		printSeed: maphash.MakeSeed(),
+	}
+	if u, err := parseEndpoint(o.Endpoint); err == nil {
+		p.origin = origin(u)
 	}
 	p.pace = newPacer(&p.captures, busyUploadEvery)
 	p.SetSettings(o.Settings)
@@ -324,10 +328,10 @@ func assetOf(e pending.Entry) Asset {
 }
 
 // headersOf are the non-secret headers recorded with an entry (SPEC §6).
-func headersOf(a Asset, endpoint string) map[string]string {
+func headersOf(a Asset, origin string) map[string]string {
 	h := map[string]string{"Content-Type": a.ContentType}
-	if u, err := parseEndpoint(endpoint); err == nil {
-		h["Origin"] = origin(u)
+	if origin != "" {
+		h["Origin"] = origin
 	}
 	return h
 }
