@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,9 +8,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/fusou-proxy/fusou-proxy/assets/assettest"
+	"github.com/fusou-proxy/fusou-proxy/internal/truststore/nsstest"
 )
 
 // These tests never touch the system store (--system=false): they may run as root, and the
@@ -21,28 +20,8 @@ import (
 func newNSSDB(t *testing.T, certutil, home string) string {
 	t.Helper()
 	db := filepath.Join(home, ".pki", "nssdb")
-	if err := os.MkdirAll(db, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := exec.Command(certutil, "-N", "-d", "sql:"+db, "--empty-password").CombinedOutput(); err != nil {
-		t.Fatalf("certutil -N: %v\n%s", err, b)
-	}
+	nsstest.NewDB(t, certutil, db)
 	return db
-}
-
-// nssTrust is the trust column `certutil -L` lists for nickname, or "" if it is absent.
-func nssTrust(t *testing.T, certutil, db, nickname string) string {
-	t.Helper()
-	out, err := exec.Command(certutil, "-L", "-d", "sql:"+db).CombinedOutput()
-	if err != nil {
-		t.Fatalf("certutil -L: %v\n%s", err, out)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if rest, ok := strings.CutPrefix(line, nickname+" "); ok {
-			return strings.TrimSpace(rest)
-		}
-	}
-	return ""
 }
 
 var caNameRE = regexp.MustCompile(`fusou-proxy CA [0-9a-f]{8}`)
@@ -77,7 +56,7 @@ func TestCAInstallUninstallNSS(t *testing.T) {
 	if name == "" || !strings.Contains(out, "nss ~/.pki/nssdb (Chrome, Chromium): installed") || !strings.Contains(out, "Restart your browser") {
 		t.Fatalf("ca install printed:\n%s", out)
 	}
-	if flags := nssTrust(t, certutil, db, name); flags != "C,," {
+	if flags := nsstest.Trust(t, certutil, db, name); flags != "C,," {
 		t.Errorf("the NSS database lists %q with trust %q, want C,,", name, flags)
 	}
 	if b, _ := exec.Command(certutil, "-K", "-d", "sql:"+db).CombinedOutput(); !strings.Contains(string(b), "no keys found") {
@@ -89,7 +68,7 @@ func TestCAInstallUninstallNSS(t *testing.T) {
 	if out := ca(0, "uninstall"); !strings.Contains(out, "(Chrome, Chromium): removed") {
 		t.Errorf("ca uninstall printed:\n%s", out)
 	}
-	if flags := nssTrust(t, certutil, db, name); flags != "" {
+	if flags := nsstest.Trust(t, certutil, db, name); flags != "" {
 		t.Errorf("after uninstall the NSS database still lists %q (%s)", name, flags)
 	}
 	if out := ca(0, "uninstall"); !strings.Contains(out, "(Chrome, Chromium): not present") {
@@ -105,11 +84,11 @@ func TestCAInstallUninstallNSS(t *testing.T) {
 	}
 	ca(0, "install")
 	newName := caNameRE.FindString(strings.TrimPrefix(out, "new CA \""))
-	if newName == name || nssTrust(t, certutil, db, newName) != "C,," || nssTrust(t, certutil, db, name) != "C,," {
+	if newName == name || nsstest.Trust(t, certutil, db, newName) != "C,," || nsstest.Trust(t, certutil, db, name) != "C,," {
 		t.Fatalf("after rotate and install, want both %s and %s trusted", name, newName)
 	}
 	ca(0, "uninstall", "--cert", m[1])
-	if nssTrust(t, certutil, db, name) != "" || nssTrust(t, certutil, db, newName) != "C,," {
+	if nsstest.Trust(t, certutil, db, name) != "" || nsstest.Trust(t, certutil, db, newName) != "C,," {
 		t.Errorf("uninstall --cert %s: want only the new CA %s left", m[1], newName)
 	}
 }
@@ -154,19 +133,5 @@ func TestEndToEndChromiumAfterCAInstall(t *testing.T) {
 	if out := in.cli("", "ca", "install", "--system=false"); !strings.Contains(out, "installed") {
 		t.Fatalf("ca install printed:\n%s", out)
 	}
-	cmd := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir="+filepath.Join(in.home, "profile"),
-		"--proxy-server=http://"+in.proxyAddr,
-		"--virtual-time-budget=10000",
-		"--dump-dom", "https://"+gameHost+"/index.html")
-	cmd.Env = userEnv(in.home)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := runWithTimeout(cmd, 90*time.Second); err != nil {
-		t.Fatalf("chromium: %v\nstderr:\n%s", err, tail(stderr.String(), 3000))
-	}
-	if !strings.Contains(stdout.String(), "<h1>game</h1>") {
-		t.Fatalf("chromium did not render the game page:\n%s\nstderr:\n%s", tail(stdout.String(), 2000), tail(stderr.String(), 3000))
-	}
+	renderGamePage(t, chromium, in.proxyAddr, in.home, userEnv(in.home))
 }

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/fusou-proxy/fusou-proxy/assets/assettest"
+	"github.com/fusou-proxy/fusou-proxy/internal/truststore/nsstest"
 )
 
 // The end-to-end tests run the real binary as a user would, against a local HTTPS "game
@@ -451,24 +452,30 @@ func TestEndToEndChromium(t *testing.T) {
 	nss := filepath.Join(home, ".pki", "nssdb")
 	caFile := filepath.Join(t.TempDir(), "fusou-ca.pem")
 	in.cli("", "ca", "export", "--out", caFile)
-	for _, args := range [][]string{
-		{"-N", "-d", "sql:" + nss, "--empty-password"},
-		{"-A", "-d", "sql:" + nss, "-n", "fusou-proxy", "-t", "C,,", "-i", caFile},
-	} {
-		if err := os.MkdirAll(nss, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if b, err := exec.Command(certutil, args...).CombinedOutput(); err != nil {
-			t.Fatalf("certutil %v: %v\n%s", args, err, b)
-		}
+	nsstest.NewDB(t, certutil, nss)
+	if b, err := exec.Command(certutil, "-A", "-d", "sql:"+nss, "-n", "fusou-proxy", "-t", "C,,", "-i", caFile).CombinedOutput(); err != nil {
+		t.Fatalf("certutil -A: %v\n%s", err, b)
 	}
+	renderGamePage(t, chromium, in.proxyAddr, home, append(os.Environ(), "HOME="+home))
+	for p, want := range game.assets {
+		if !strings.HasSuffix(p, ".png") {
+			continue
+		}
+		waitFor(t, "the upload of "+p, func() bool { return api.UploadCount("assets"+p, sha(want)) == 1 })
+	}
+}
+
+// renderGamePage has headless Chromium, with its profile in home and the environment env, load
+// the game page through the proxy at proxyAddr, and fails t unless it renders.
+func renderGamePage(t *testing.T, chromium, proxyAddr, home string, env []string) {
+	t.Helper()
 	cmd := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--user-data-dir="+filepath.Join(home, "profile"),
-		"--proxy-server=http://"+in.proxyAddr,
+		"--proxy-server=http://"+proxyAddr,
 		"--virtual-time-budget=10000",
 		"--dump-dom", "https://"+gameHost+"/index.html")
-	cmd.Env = append(os.Environ(), "HOME="+home)
+	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := runWithTimeout(cmd, 90*time.Second); err != nil {
@@ -476,12 +483,6 @@ func TestEndToEndChromium(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "<h1>game</h1>") {
 		t.Fatalf("chromium did not render the game page:\n%s\nstderr:\n%s", tail(stdout.String(), 2000), tail(stderr.String(), 3000))
-	}
-	for p, want := range game.assets {
-		if !strings.HasSuffix(p, ".png") {
-			continue
-		}
-		waitFor(t, "the upload of "+p, func() bool { return api.UploadCount("assets"+p, sha(want)) == 1 })
 	}
 }
 

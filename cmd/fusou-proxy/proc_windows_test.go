@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/windows"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/private/privatetest"
 )
 
 // The platform half of the harness that starts, stops and kills fusou-proxy processes.
@@ -20,7 +22,7 @@ import (
 // started from a Unix shell delivers nothing: under wine the test process opens a console of
 // its own and sends Ctrl-C to everything on it, itself included (ignored by setUpConsole).
 
-var underWine = windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version").Find() == nil
+var underWine = privatetest.UnderWine()
 
 // setUpConsole, from TestMain, makes sure there is a console for the children to share.
 func setUpConsole() error {

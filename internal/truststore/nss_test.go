@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fusou-proxy/fusou-proxy/internal/truststore/nsstest"
 )
 
 // requireCertutil finds NSS's certutil; CI installs it (libnss3-tools), so there it must exist.
@@ -26,32 +28,6 @@ func requireCertutil(t *testing.T) string {
 	return ""
 }
 
-// newNSSDB makes a real, empty NSS database in dir, as a browser's first start does.
-func newNSSDB(t *testing.T, certutil, dir string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(certutil, "-N", "-d", "sql:"+dir, "--empty-password").CombinedOutput(); err != nil {
-		t.Fatalf("certutil -N: %v\n%s", err, out)
-	}
-}
-
-// nssTrustFlags is the trust column certutil -L lists for nickname in dir, or "" if absent.
-func nssTrustFlags(t *testing.T, certutil, dir, nickname string) string {
-	t.Helper()
-	out, err := exec.Command(certutil, "-L", "-d", "sql:"+dir).CombinedOutput()
-	if err != nil {
-		t.Fatalf("certutil -L: %v\n%s", err, out)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if rest, ok := strings.CutPrefix(line, nickname+" "); ok {
-			return strings.TrimSpace(rest)
-		}
-	}
-	return ""
-}
-
 // Install and uninstall against real NSS databases in a temp home: Chromium's ~/.pki/nssdb
 // and a Firefox profile, each checked with certutil itself.
 func TestNSSInstallUninstallRealDatabases(t *testing.T) {
@@ -59,8 +35,8 @@ func TestNSSInstallUninstallRealDatabases(t *testing.T) {
 	home := t.TempDir()
 	chromium := filepath.Join(home, ".pki", "nssdb")
 	firefox := filepath.Join(home, ".mozilla", "firefox", "abcd1234.default-release")
-	newNSSDB(t, certutil, chromium)
-	newNSSDB(t, certutil, firefox)
+	nsstest.NewDB(t, certutil, chromium)
+	nsstest.NewDB(t, certutil, firefox)
 	if err := os.MkdirAll(filepath.Join(home, ".mozilla", "firefox", "Crash Reports"), 0o700); err != nil {
 		t.Fatal(err) // a folder with no database is not a profile
 	}
@@ -74,7 +50,7 @@ func TestNSSInstallUninstallRealDatabases(t *testing.T) {
 		t.Fatalf("install: %q\nwant %q", got, want)
 	}
 	for _, db := range []string{chromium, firefox} {
-		if flags := nssTrustFlags(t, certutil, db, ca.nickname()); flags != "C,," {
+		if flags := nsstest.Trust(t, certutil, db, ca.nickname()); flags != "C,," {
 			t.Errorf("%s lists %q with trust %q, want C,,", db, ca.nickname(), flags)
 		}
 	}
@@ -106,7 +82,7 @@ func TestNSSInstallDetectsCopyUnderAnotherName(t *testing.T) {
 	certutil := requireCertutil(t)
 	home := t.TempDir()
 	db := filepath.Join(home, ".pki", "nssdb")
-	newNSSDB(t, certutil, db)
+	nsstest.NewDB(t, certutil, db)
 	ca := mustCA(t)
 	if out, err := exec.Command(certutil, "-A", "-d", "sql:"+db, "-t", ",,", "-n", "imported by hand", "-i", ca.File).CombinedOutput(); err != nil {
 		t.Fatalf("certutil -A: %v\n%s", err, out)

@@ -56,15 +56,7 @@ func TestMacOSKeychain(t *testing.T) {
 	env := &Env{GOOS: "darwin", Home: home, Run: f.run}
 	sys := Stores{System: true}
 
-	steps := []struct {
-		do   func(CA, Stores) []Result
-		want Outcome
-	}{{env.Install, Installed}, {env.Install, AlreadyPresent}, {env.Uninstall, Removed}, {env.Uninstall, NotPresent}}
-	for i, s := range steps {
-		if r := only(t, s.do(ca, sys)); r.Outcome != s.want || r.Store != "system (macOS login keychain)" {
-			t.Fatalf("step %d: %+v, want %s", i, r, s.want)
-		}
-	}
+	cycle(t, env, ca, sys, "system (macOS login keychain)", 4)
 
 	for _, c := range []struct{ out, reason string }{
 		{"SecTrustSettingsSetTrustSettings: The authorization was canceled by the user.", "password prompt was cancelled"},
@@ -121,15 +113,7 @@ func TestWindowsRoot(t *testing.T) {
 	f := &fakeRoot{}
 	env := &Env{GOOS: "windows", openWindowsRoot: func() (certStore, error) { return f, nil }}
 	sys := Stores{System: true}
-	steps := []struct {
-		do   func(CA, Stores) []Result
-		want Outcome
-	}{{env.Install, Installed}, {env.Install, AlreadyPresent}, {env.Uninstall, Removed}, {env.Uninstall, NotPresent}}
-	for i, s := range steps {
-		if r := only(t, s.do(ca, sys)); r.Outcome != s.want || r.Store != "system (Windows CurrentUser Root)" {
-			t.Fatalf("step %d: %+v, want %s", i, r, s.want)
-		}
-	}
+	cycle(t, env, ca, sys, "system (Windows CurrentUser Root)", 4)
 	if f.closed != 6 { // install: check, add, check; again: check; uninstall twice
 		t.Errorf("store closed %d times, want 6", f.closed)
 	}
@@ -188,15 +172,7 @@ func TestJavaKeystore(t *testing.T) {
 		return nil, nil
 	}}
 	java := Stores{Java: true}
-	steps := []struct {
-		do   func(CA, Stores) []Result
-		want Outcome
-	}{{env.Install, Installed}, {env.Install, AlreadyPresent}, {env.Uninstall, Removed}, {env.Uninstall, NotPresent}}
-	for i, s := range steps {
-		if r := only(t, s.do(ca, java)); r.Outcome != s.want {
-			t.Fatalf("step %d: %+v, want %s", i, r, s.want)
-		}
-	}
+	cycle(t, env, ca, java, "", 4)
 
 	if r := only(t, (&Env{JavaHome: t.TempDir()}).Install(ca, java)); r.Outcome != Skipped || !strings.Contains(r.Reason, "bin/keytool") {
 		t.Errorf("a JAVA_HOME without keytool: %+v", r)

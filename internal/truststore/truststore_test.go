@@ -39,6 +39,22 @@ func only(t *testing.T, rs []Result) Result {
 	return rs[0]
 }
 
+// cycle runs the first n steps of installing ca into stores twice, then uninstalling it twice,
+// and checks each step's one result: installed, already present, removed, not present; and, if
+// store is not "", the store it names.
+func cycle(t *testing.T, env *Env, ca CA, stores Stores, store string, n int) {
+	t.Helper()
+	steps := []struct {
+		do   func(CA, Stores) []Result
+		want Outcome
+	}{{env.Install, Installed}, {env.Install, AlreadyPresent}, {env.Uninstall, Removed}, {env.Uninstall, NotPresent}}
+	for i, s := range steps[:n] {
+		if r := only(t, s.do(ca, stores)); r.Outcome != s.want || (store != "" && r.Store != store) {
+			t.Fatalf("step %d: %+v, want %s", i, r, s.want)
+		}
+	}
+}
+
 // recorder is a fake command runner that records each command line and answers with answer.
 type recorder struct {
 	calls  []string
