@@ -102,14 +102,7 @@ func TestNSSSkips(t *testing.T) {
 		}
 	})
 	t.Run("no certutil", func(t *testing.T) {
-		home := t.TempDir()
-		db := filepath.Join(home, ".pki", "nssdb")
-		if err := os.MkdirAll(db, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(db, "cert9.db"), nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		home := homeWithNSSDB(t)
 		for goos, manual := range map[string]string{"linux": "sudo apt install libnss3-tools", "darwin": "brew install nss"} {
 			env := &Env{GOOS: goos, Home: home, LookPath: func(string) (string, error) { return "", errors.New("not found") }}
 			if goos == "darwin" {

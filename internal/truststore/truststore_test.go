@@ -39,6 +39,21 @@ func only(t *testing.T, rs []Result) Result {
 	return rs[0]
 }
 
+// homeWithNSSDB is a home folder whose ~/.pki/nssdb looks like a browser's NSS database to the
+// search (its cert9.db is empty), for the tests that fake certutil.
+func homeWithNSSDB(t *testing.T) string {
+	t.Helper()
+	home := t.TempDir()
+	db := filepath.Join(home, ".pki", "nssdb")
+	if err := os.MkdirAll(db, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(db, "cert9.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return home
+}
+
 // cycle runs the first n steps of installing ca into stores twice, then uninstalling it twice,
 // and checks each step's one result: installed, already present, removed, not present; and, if
 // store is not "", the store it names.
@@ -197,14 +212,7 @@ func TestUnknownOSSystemStoreIsSkipped(t *testing.T) {
 // Results come in the order system, NSS, Java, whether a store was used or skipped.
 func TestResultsInStoreOrder(t *testing.T) {
 	t.Setenv("JAVA_HOME", "")
-	home := t.TempDir()
-	db := filepath.Join(home, ".pki", "nssdb")
-	if err := os.MkdirAll(db, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(db, "cert9.db"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	home := homeWithNSSDB(t)
 	env := &Env{GOOS: "linux", Root: t.TempDir(), Home: home,
 		LookPath: func(string) (string, error) { return "certutil", nil },
 		Run: func(string, ...string) ([]byte, error) {
