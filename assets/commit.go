@@ -82,10 +82,8 @@ func (p *Pipeline) hold(ctx context.Context) {
 	from := time.Unix(0, p.captures.busySince())
 	for !p.quiet() && time.Since(from) < maxHold && len(p.commits) < maxBusyQueued*3/4 &&
 		p.queuedBytes.Load() < maxQueuedBytes/2 {
-		select {
-		case <-ctx.Done():
+		if !sleepCtx(ctx, min(syncCheckEvery, maxHold-time.Since(from))) {
 			return
-		case <-time.After(min(syncCheckEvery, maxHold-time.Since(from))):
 		}
 	}
 }
@@ -131,12 +129,7 @@ func (p *Pipeline) commitBatch(ctx context.Context, batch []*capture) {
 		p.queued.Add(-int64(n))
 		batch = batch[n:]
 		if !p.quiet() {
-			t := time.NewTimer(min(time.Since(start), maxRest))
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
+			sleepCtx(ctx, min(time.Since(start), maxRest))
 		}
 	}
 }
